@@ -1,0 +1,23 @@
+"""recur: RNN, LSTM and GRU as pure JAX functions, unrolled with ``jax.lax.scan``."""
+
+from recur import cells
+from recur.params import (
+    cell_param_count,
+    count_params,
+    hidden_size_for_budget,
+    matched_hidden_sizes,
+)
+from recur.scan import bidirectional, init_layer, init_stacked, stacked, unroll
+
+__all__ = [
+    "bidirectional",
+    "cell_param_count",
+    "cells",
+    "count_params",
+    "hidden_size_for_budget",
+    "init_layer",
+    "init_stacked",
+    "matched_hidden_sizes",
+    "stacked",
+    "unroll",
+]

@@ -1,0 +1,121 @@
+"""The cell contract, the cell registry and shared initialisers.
+
+A cell is a small factory returning a :class:`Cell`, a NamedTuple of pure functions over a
+params pytree (a plain dict of arrays):
+
+* ``init(key, input_size) -> params``
+* ``initial_state(batch_shape, dtype=None) -> state``: a NamedTuple whose field ``h`` is the
+  hidden output, each field ``[*batch_shape, H]``.
+* ``project(params, xs) -> xs_proj``: the input matmul (and input bias), valid on one step
+  ``[..., D]`` or on all steps at once ``[..., T, D]``; the unroller decides where it runs.
+* ``step(params, state, x_proj) -> (state, output)``: one time step; every leading axis of
+  ``x_proj`` is batch.
+
+Cells never loop over time: unrolling lives in :mod:`recur.scan`.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from recur.types import Array, Params, PRNGKey, State
+
+
+class Cell(NamedTuple):
+    """Pure functions of one recurrent cell plus the two facts unrollers need."""
+
+    init: Callable[[PRNGKey, int], Params]
+    initial_state: Callable[..., State]
+    project: Callable[[Params, Array], Array]
+    step: Callable[[Params, State, Array], tuple[State, Array]]
+    hidden_size: int
+    name: str
+
+
+_REGISTRY: dict[str, Callable[..., Cell]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Cell]], Callable[..., Cell]]:
+    """Decorator adding a cell factory to the registry under ``name``."""
+
+    def decorate(factory: Callable[..., Cell]) -> Callable[..., Cell]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`get`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str, hidden_size: int, **options: Any) -> Cell:
+    """Builds the cell registered as ``name``.
+
+    Args:
+      name: a registered cell name, e.g. ``"lstm"``; see :func:`available`.
+      hidden_size: H, the number of hidden units.
+      **options: forwarded to the cell's factory (e.g. ``activation="relu"``).
+
+    Raises:
+      ValueError: for an unknown name, listing the available cells.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown cell {name!r}; available cells: {', '.join(available())}")
+    return _REGISTRY[name](hidden_size, **options)
+
+
+def check_positive(argument: str, value: int) -> None:
+    """Raises ValueError unless ``value`` is a positive int."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{argument} must be a positive integer, got {value!r}")
+
+
+# -- initialisers ---------------------------------------------------------------------------
+
+Initializer = Callable[[PRNGKey, tuple[int, ...], Any], Array]
+
+
+def _identity(key: PRNGKey, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+    del key
+    rows, cols = shape
+    return jnp.eye(rows, cols, dtype=dtype)
+
+
+_INITIALIZERS: dict[str, Callable[[], Initializer]] = {
+    "orthogonal": jax.nn.initializers.orthogonal,
+    "identity": lambda: _identity,
+    "lecun_normal": jax.nn.initializers.lecun_normal,
+    "glorot_uniform": jax.nn.initializers.glorot_uniform,
+    "glorot_normal": jax.nn.initializers.glorot_normal,
+    "he_normal": jax.nn.initializers.he_normal,
+    "zeros": lambda: jax.nn.initializers.zeros,
+}
+
+
+def initializer(spec: str | Initializer, argument: str) -> Initializer:
+    """Resolves an initialiser given by name (see ``_INITIALIZERS``) or as a callable."""
+    if callable(spec):
+        return spec
+    if spec not in _INITIALIZERS:
+        raise ValueError(
+            f"unknown {argument} {spec!r}; available: {', '.join(sorted(_INITIALIZERS))} "
+            "or a jax.nn.initializers callable"
+        )
+    return _INITIALIZERS[spec]()
+
+
+def init_blocks(
+    init: Initializer, key: PRNGKey, rows: int, hidden_size: int, num_blocks: int, dtype: Any
+) -> Array:
+    """``[rows, num_blocks * H]`` matrix, each ``[rows, H]`` gate block initialised apart.
+
+    Initialising gate blocks separately keeps e.g. each recurrent block orthogonal (as in
+    flax and Keras), instead of one orthogonal ``[H, 4H]`` matrix whose blocks are not.
+    """
+    keys = jax.random.split(key, num_blocks)
+    blocks = [init(k, (rows, hidden_size), dtype) for k in keys]
+    return jnp.concatenate(blocks, axis=-1)

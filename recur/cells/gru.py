@@ -1,0 +1,113 @@
+"""Gated recurrent unit (Cho et al. 2014), in both of the variants frameworks disagree on.
+
+Gates in the order reset, update, candidate; ``W_ih [D, 3H]``, ``W_hh [H, 3H]``::
+
+    r = σ(x_t W_ir + b_r + h_{t-1} W_hr)
+    z = σ(x_t W_iz + b_z + h_{t-1} W_hz)
+
+``variant="reset_after"`` (cuDNN, PyTorch, flax ``GRUCell``, Keras ``reset_after=True``): the
+reset gate multiplies the recurrent matmul's result, which has its own bias ``b_hn``, so one
+matmul of ``h`` serves all three gates::
+
+    n = tanh(x_t W_in + b_n + r ⊙ (h_{t-1} W_hn + b_hn))
+
+``variant="reset_before"`` (the original paper, Keras ``reset_after=False``): the reset gate
+multiplies ``h`` before its matmul, so the candidate needs a second, dependent matmul::
+
+    n = tanh(x_t W_in + b_n + (r ⊙ h_{t-1}) W_hn)
+
+Both then interpolate::
+
+    h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+
+References:
+  Cho et al., "Learning phrase representations using RNN encoder-decoder for statistical
+  machine translation", EMNLP 2014.
+  Chung et al., "Empirical evaluation of gated recurrent neural networks on sequence
+  modeling", arXiv:1412.3555, 2014.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from recur.cells.base import Cell, Initializer, check_positive, init_blocks, initializer, register
+from recur.types import Array
+
+VARIANTS = ("reset_after", "reset_before")
+
+
+class GRUState(NamedTuple):
+    h: Array  # [..., H]
+
+
+@register("gru")
+def gru(
+    hidden_size: int,
+    *,
+    variant: str = "reset_after",
+    kernel_init: str | Initializer = "lecun_normal",
+    recurrent_init: str | Initializer = "orthogonal",
+    param_dtype: Any = jnp.float32,
+) -> Cell:
+    """Builds a GRU cell.
+
+    Args:
+      hidden_size: H.
+      variant: ``reset_after`` (default; cuDNN/PyTorch/flax) or ``reset_before`` (Cho et al.).
+      kernel_init: initialiser of each ``[D, H]`` block of ``w_ih [D, 3H]``.
+      recurrent_init: initialiser of each ``[H, H]`` block of ``w_hh [H, 3H]``.
+      param_dtype: dtype of parameters and of the default initial state.
+
+    Returns:
+      A :class:`~recur.cells.Cell` with params ``{"w_ih", "w_hh", "b"}`` (plus ``"b_hn" [H]``
+      for ``reset_after``) and state :class:`GRUState`.
+    """
+    check_positive("hidden_size", hidden_size)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown GRU variant {variant!r}; available: {', '.join(VARIANTS)}")
+    input_init = initializer(kernel_init, "kernel_init")
+    hidden_init = initializer(recurrent_init, "recurrent_init")
+    H = hidden_size
+
+    def init(key, input_size):
+        check_positive("input_size", input_size)
+        k_ih, k_hh = jax.random.split(key)
+        params = {
+            "w_ih": init_blocks(input_init, k_ih, input_size, H, 3, param_dtype),
+            "w_hh": init_blocks(hidden_init, k_hh, H, H, 3, param_dtype),
+            "b": jnp.zeros((3 * H,), param_dtype),
+        }
+        if variant == "reset_after":
+            params["b_hn"] = jnp.zeros((H,), param_dtype)
+        return params
+
+    def initial_state(batch_shape, dtype=None):
+        return GRUState(jnp.zeros((*batch_shape, H), dtype or param_dtype))
+
+    def project(params, xs):
+        return xs @ params["w_ih"] + params["b"]  # [..., 3H]
+
+    def step_reset_after(params, state, x_proj):
+        h = state.h
+        h_proj = h @ params["w_hh"]  # [..., 3H]
+        x_r, x_z, x_n = jnp.split(x_proj, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(h_proj, 3, axis=-1)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + r * (h_n + params["b_hn"]))
+        h = (1.0 - z) * n + z * h
+        return GRUState(h), h
+
+    def step_reset_before(params, state, x_proj):
+        h = state.h
+        w_rz, w_n = params["w_hh"][:, : 2 * H], params["w_hh"][:, 2 * H :]
+        x_rz, x_n = x_proj[..., : 2 * H], x_proj[..., 2 * H :]
+        r, z = jnp.split(jax.nn.sigmoid(x_rz + h @ w_rz), 2, axis=-1)  # each [..., H]
+        n = jnp.tanh(x_n + (r * h) @ w_n)
+        h = (1.0 - z) * n + z * h
+        return GRUState(h), h
+
+    step = step_reset_after if variant == "reset_after" else step_reset_before
+    return Cell(init, initial_state, project, step, H, f"gru_{variant}")

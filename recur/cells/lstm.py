@@ -1,0 +1,87 @@
+"""LSTM with forget gate (Hochreiter & Schmidhuber 1997; Gers, Schmidhuber & Cummins 2000).
+
+One fused gate matmul of width 4H, gates in the order input, forget, cell candidate, output
+(the order of PyTorch and cuDNN)::
+
+    [i, f, g, o] = x_t W_ih + b + h_{t-1} W_hh          # [4H]
+    i = σ(i)   f = σ(f + forget_bias)   g = tanh(g)   o = σ(o)
+    c_t = f ⊙ c_{t-1} + i ⊙ g
+    h_t = o ⊙ tanh(c_t)
+
+``forget_bias`` (default 1.0, Jozefowicz et al. 2015) is added at initialisation to the
+forget-gate slice of ``b``, so it is a learnable starting point, as in Keras'
+``unit_forget_bias``; pass ``forget_bias=0.0`` for a zero-initialised bias.
+
+References:
+  Hochreiter & Schmidhuber, "Long short-term memory", Neural Computation 1997.
+  Gers, Schmidhuber & Cummins, "Learning to forget: continual prediction with LSTM", 2000.
+  Jozefowicz, Zaremba & Sutskever, "An empirical exploration of recurrent network
+  architectures", ICML 2015.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from recur.cells.base import Cell, Initializer, check_positive, init_blocks, initializer, register
+from recur.types import Array
+
+
+class LSTMState(NamedTuple):
+    h: Array  # [..., H] hidden output
+    c: Array  # [..., H] memory cell
+
+
+@register("lstm")
+def lstm(
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    kernel_init: str | Initializer = "lecun_normal",
+    recurrent_init: str | Initializer = "orthogonal",
+    param_dtype: Any = jnp.float32,
+) -> Cell:
+    """Builds an LSTM cell.
+
+    Args:
+      hidden_size: H.
+      forget_bias: initial value of the forget-gate bias.
+      kernel_init: initialiser of each ``[D, H]`` block of ``w_ih [D, 4H]``.
+      recurrent_init: initialiser of each ``[H, H]`` block of ``w_hh [H, 4H]``.
+      param_dtype: dtype of parameters and of the default initial state.
+
+    Returns:
+      A :class:`~recur.cells.Cell` with params ``{"w_ih", "w_hh", "b"}`` and state
+      :class:`LSTMState`.
+    """
+    check_positive("hidden_size", hidden_size)
+    input_init = initializer(kernel_init, "kernel_init")
+    hidden_init = initializer(recurrent_init, "recurrent_init")
+    H = hidden_size
+
+    def init(key, input_size):
+        check_positive("input_size", input_size)
+        k_ih, k_hh = jax.random.split(key)
+        b = jnp.zeros((4 * H,), param_dtype).at[H : 2 * H].set(forget_bias)
+        return {
+            "w_ih": init_blocks(input_init, k_ih, input_size, H, 4, param_dtype),
+            "w_hh": init_blocks(hidden_init, k_hh, H, H, 4, param_dtype),
+            "b": b,
+        }
+
+    def initial_state(batch_shape, dtype=None):
+        zeros = jnp.zeros((*batch_shape, H), dtype or param_dtype)
+        return LSTMState(zeros, zeros)
+
+    def project(params, xs):
+        return xs @ params["w_ih"] + params["b"]  # [..., 4H]
+
+    def step(params, state, x_proj):
+        gates = x_proj + state.h @ params["w_hh"]  # [..., 4H]
+        i, f, g, o = jnp.split(gates, 4, axis=-1)  # each [..., H]
+        c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return LSTMState(h, c), h
+
+    return Cell(init, initial_state, project, step, H, "lstm")

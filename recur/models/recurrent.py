@@ -1,0 +1,115 @@
+"""``Recurrent``: the Flax Linen layer that owns cell params and calls :mod:`recur.scan`."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+from flax.core import FrozenDict
+
+from recur import cells as cells_lib
+from recur import scan
+from recur.types import Array, State
+
+
+def zero_states(
+    cell: str,
+    hidden_size: int,
+    num_layers: int,
+    batch_size: int,
+    *,
+    bidirectional: bool = False,
+    cell_options: Mapping[str, Any] = FrozenDict(),
+) -> list[State]:
+    """Zero states for every layer of a stack (``(forward, backward)`` pairs if bidirectional)."""
+    state = cells_lib.get(cell, hidden_size, **cell_options).initial_state((batch_size,))
+    return [(state, state) if bidirectional else state for _ in range(num_layers)]
+
+
+class Recurrent(nn.Module):
+    """Stacked, optionally bidirectional recurrent layers of one cell type.
+
+    Attributes:
+      cell: cell name (see ``recur.cells.available()``).
+      hidden_size: H of every layer.
+      num_layers: depth.
+      bidirectional: run every layer in both directions.
+      merge: ``concat`` or ``sum`` of the two directions.
+      dropout_rate: dropout between layers (needs the ``"dropout"`` rng when not deterministic).
+      residual: residual connections around layers 2..N.
+      variational_dropout: share each sequence's dropout mask across time steps.
+      remat: rematerialise each step in the backward pass.
+      hoist_projection: see :func:`recur.unroll` (None: the backend's default).
+      cell_options: extra options for the cell factory, e.g. ``{"activation": "relu"}``.
+    """
+
+    cell: str = "lstm"
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = False
+    merge: str = "concat"
+    dropout_rate: float = 0.0
+    residual: bool = False
+    variational_dropout: bool = False
+    remat: bool = False
+    hoist_projection: bool | None = None
+    cell_options: Mapping[str, Any] = FrozenDict()
+
+    def make_cells(self) -> list[cells_lib.Cell]:
+        cell = cells_lib.get(self.cell, self.hidden_size, **self.cell_options)
+        return [cell] * self.num_layers
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size * (2 if self.bidirectional and self.merge == "concat" else 1)
+
+    def initial_states(self, batch_size: int) -> list[State]:
+        """Zero states for every layer; works on an unbound module."""
+        return zero_states(
+            self.cell, self.hidden_size, self.num_layers, batch_size,
+            bidirectional=self.bidirectional, cell_options=self.cell_options,
+        )  # fmt: skip
+
+    @nn.compact
+    def __call__(
+        self,
+        xs: Array,
+        *,
+        seq_lengths: Array | None = None,
+        initial_states: Sequence[State] | None = None,
+        deterministic: bool = True,
+    ) -> tuple[Array, list[State]]:
+        """Runs the stack over ``xs [B, T, D]``.
+
+        Returns:
+          ``(outputs [B, T, output_size], final states per layer)``.
+        """
+        xs = scan.check_inputs(xs)
+        cells = self.make_cells()
+        input_size = xs.shape[-1]
+        params = []
+        for layer, cell in enumerate(cells):
+            params.append(
+                self.param(
+                    f"layer_{layer}",
+                    lambda key, c=cell, d=input_size: scan.init_layer(
+                        c, key, d, bidirectional=self.bidirectional
+                    ),
+                )
+            )
+            input_size = scan.layer_output_size(cell, self.bidirectional, self.merge)
+        use_dropout = not deterministic and self.dropout_rate > 0.0 and self.num_layers > 1
+        return scan.stacked(
+            cells,
+            params,
+            xs,
+            seq_lengths=seq_lengths,
+            initial_states=initial_states,
+            bidirectional=self.bidirectional,
+            merge=self.merge,
+            dropout_rate=self.dropout_rate,
+            dropout_rng=self.make_rng("dropout") if use_dropout else None,
+            residual=self.residual,
+            variational_dropout=self.variational_dropout,
+            remat=self.remat,
+            hoist_projection=self.hoist_projection,
+        )

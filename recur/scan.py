@@ -1,0 +1,285 @@
+"""Unrolling cells over time: masks and lengths, reverse, bidirectional, stacking, remat.
+
+Public arrays are batch-major ``[B, T, D]``; each unroll transposes to time-major once,
+runs ``jax.lax.scan`` over time and transposes the outputs back.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from recur.cells.base import Cell
+from recur.types import Array, Params, PRNGKey, State
+
+MERGES = ("concat", "sum")
+
+
+def default_hoist_projection() -> bool:
+    """Whether :func:`unroll` hoists the input projection out of the scan on this backend.
+
+    On GPU and TPU one large ``[T*B, D] @ [D, G]`` matmul before the scan is the layout the
+    hardware favours. On XLA:CPU it was measured slower (see the README's performance
+    section), so there the projection runs inside each step.
+    """
+    return jax.default_backend() != "cpu"
+
+
+def check_inputs(xs: Array) -> Array:
+    """Returns ``xs`` as an array after checking it is ``[B, T, D]`` with T >= 1."""
+    xs = jnp.asarray(xs)
+    if xs.ndim != 3:
+        raise ValueError(f"xs must have shape [B, T, D] (rank 3), got shape {tuple(xs.shape)}")
+    if xs.shape[1] < 1:
+        raise ValueError(f"xs must have at least one time step, got shape {tuple(xs.shape)}")
+    return xs
+
+
+def check_seq_lengths(seq_lengths: Array, batch_size: int, num_steps: int) -> Array:
+    """Validates ``seq_lengths [B]`` (values in [1, T] when concrete) and returns it as int32."""
+    seq_lengths = jnp.asarray(seq_lengths)
+    if seq_lengths.shape != (batch_size,):
+        raise ValueError(
+            f"seq_lengths must have shape [B] = ({batch_size},), got {tuple(seq_lengths.shape)}"
+        )
+    if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
+        raise ValueError(f"seq_lengths must be integers, got dtype {seq_lengths.dtype}")
+    if not isinstance(seq_lengths, jax.core.Tracer):
+        values = np.asarray(seq_lengths)
+        bad = values[(values < 1) | (values > num_steps)]
+        if bad.size:
+            raise ValueError(
+                f"seq_lengths must lie in [1, T] = [1, {num_steps}], got {bad.tolist()[:5]}"
+            )
+    return seq_lengths.astype(jnp.int32)
+
+
+def _state_dtype(params: Params, xs: Array) -> Any:
+    leaves = jax.tree.leaves(params)
+    return jnp.result_type(xs.dtype, *(leaf.dtype for leaf in leaves[:1]))
+
+
+def unroll(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    initial_state: State | None = None,
+    seq_lengths: Array | None = None,
+    reverse: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+    hoist_projection: bool | None = None,
+) -> tuple[Array, State]:
+    """Runs ``cell`` over the time axis of ``xs``.
+
+    Args:
+      cell: a :class:`~recur.cells.Cell`.
+      params: the cell's params (from ``cell.init``).
+      xs: ``[B, T, D]`` inputs.
+      initial_state: the state before the first step (default ``cell.initial_state((B,))``);
+        pass the previous batch's ``final_state`` to carry state (truncated BPTT: wrap it in
+        ``jax.lax.stop_gradient``).
+      seq_lengths: optional ``[B]`` int, each in [1, T]. Steps ``t >= seq_lengths[b]`` are
+        padding: they leave the state unchanged and output zeros, so ``final_state`` is each
+        sequence's state at its last valid step.
+      reverse: run from the last valid step to the first. With ``seq_lengths`` each sequence is
+        reversed within its own length, so padding never reaches the state; ``outputs[:, t]``
+        stays aligned with ``xs[:, t]``.
+      unroll: steps per scan iteration (``jax.lax.scan``'s ``unroll``).
+      remat: rematerialise each step in the backward pass (``jax.checkpoint``): memory
+        O(T * state) instead of O(T * activations), for one extra forward step each.
+      hoist_projection: compute ``cell.project`` for all steps as one matmul before the scan
+        (True) or inside each step (False). Default: :func:`default_hoist_projection`.
+
+    Returns:
+      ``(outputs [B, T, H], final_state)``.
+    """
+    xs = check_inputs(xs)
+    batch_size, num_steps, _ = xs.shape
+    if initial_state is None:
+        initial_state = cell.initial_state((batch_size,), dtype=_state_dtype(params, xs))
+    mask = None  # [T, B, 1] bool
+    if seq_lengths is not None:
+        seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
+        mask = (jnp.arange(num_steps)[:, None] < seq_lengths[None, :])[..., None]
+    if hoist_projection is None:
+        hoist_projection = default_hoist_projection()
+
+    xs = jnp.swapaxes(xs, 0, 1)  # [T, B, D]
+    if hoist_projection:
+        xs = cell.project(params, xs)  # [T, B, G]
+
+    def body(state, inputs):
+        x, valid = inputs
+        x_proj = x if hoist_projection else cell.project(params, x)
+        new_state, y = cell.step(params, state, x_proj)
+        if valid is not None:
+            new_state = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_state, state)
+            y = jnp.where(valid, y, jnp.zeros_like(y))
+        return new_state, y
+
+    if remat:
+        body = jax.checkpoint(body)
+    final_state, ys = jax.lax.scan(body, initial_state, (xs, mask), reverse=reverse, unroll=unroll)
+    return jnp.swapaxes(ys, 0, 1), final_state
+
+
+def _merge(merge: str, forward: Array, backward: Array) -> Array:
+    if merge == "concat":
+        return jnp.concatenate([forward, backward], axis=-1)
+    return forward + backward
+
+
+def check_merge(merge: str) -> None:
+    if merge not in MERGES:
+        raise ValueError(f"unknown merge {merge!r}; available: {', '.join(MERGES)}")
+
+
+def bidirectional(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    backward_cell: Cell | None = None,
+    seq_lengths: Array | None = None,
+    merge: str = "concat",
+    initial_state: tuple[State, State] | None = None,
+    **unroll_options: Any,
+) -> tuple[Array, tuple[State, State]]:
+    """A forward and a backward unroll over the same inputs, merged per step.
+
+    Args:
+      cell: the forward cell (also the backward one unless ``backward_cell`` is given).
+      params: ``{"forward": params, "backward": params}`` (see :func:`init_layer`).
+      xs: ``[B, T, D]``.
+      backward_cell: optional different cell for the backward direction.
+      seq_lengths: optional ``[B]``; the backward pass starts at each sequence's last valid step.
+      merge: ``concat`` (outputs ``[B, T, 2H]``) or ``sum`` (``[B, T, H]``).
+      initial_state: optional ``(forward_state, backward_state)``.
+      **unroll_options: forwarded to :func:`unroll` (``remat``, ``unroll``, ...).
+
+    Returns:
+      ``(outputs, (forward_final_state, backward_final_state))``; the backward final state is
+      the state after reading step 0.
+    """
+    check_merge(merge)
+    backward_cell = backward_cell or cell
+    fwd_init, bwd_init = initial_state if initial_state is not None else (None, None)
+    fwd_out, fwd_final = unroll(
+        cell, params["forward"], xs, initial_state=fwd_init, seq_lengths=seq_lengths,
+        **unroll_options,
+    )  # fmt: skip
+    bwd_out, bwd_final = unroll(
+        backward_cell, params["backward"], xs, initial_state=bwd_init, seq_lengths=seq_lengths,
+        reverse=True, **unroll_options,
+    )  # fmt: skip
+    return _merge(merge, fwd_out, bwd_out), (fwd_final, bwd_final)
+
+
+_bidirectional = bidirectional  # ``stacked`` has an argument of the same name
+
+
+def layer_output_size(cell: Cell, bidirectional: bool, merge: str = "concat") -> int:
+    """Feature size of one layer's outputs."""
+    return cell.hidden_size * (2 if bidirectional and merge == "concat" else 1)
+
+
+def init_layer(
+    cell: Cell, key: PRNGKey, input_size: int, *, bidirectional: bool = False
+) -> Params:
+    """Params of one layer: ``cell.init`` or, bidirectional, ``{"forward", "backward"}``."""
+    if not bidirectional:
+        return cell.init(key, input_size)
+    k_fwd, k_bwd = jax.random.split(key)
+    return {"forward": cell.init(k_fwd, input_size), "backward": cell.init(k_bwd, input_size)}
+
+
+def init_stacked(
+    cells: Sequence[Cell],
+    key: PRNGKey,
+    input_size: int,
+    *,
+    bidirectional: bool = False,
+    merge: str = "concat",
+) -> list[Params]:
+    """Params of a stack: one entry per layer, each layer fed by the previous one's outputs."""
+    check_merge(merge)
+    params = []
+    for cell, layer_key in zip(cells, jax.random.split(key, len(cells)), strict=True):
+        params.append(init_layer(cell, layer_key, input_size, bidirectional=bidirectional))
+        input_size = layer_output_size(cell, bidirectional, merge)
+    return params
+
+
+def stacked(
+    cells: Sequence[Cell],
+    params: Sequence[Params],
+    xs: Array,
+    *,
+    seq_lengths: Array | None = None,
+    initial_states: Sequence[State] | None = None,
+    bidirectional: bool = False,
+    merge: str = "concat",
+    dropout_rate: float = 0.0,
+    dropout_rng: PRNGKey | None = None,
+    residual: bool = False,
+    variational_dropout: bool = False,
+    **unroll_options: Any,
+) -> tuple[Array, list[State]]:
+    """Layers of recurrent cells, each reading the previous layer's outputs.
+
+    Args:
+      cells: one cell per layer.
+      params: one params entry per layer (see :func:`init_stacked`).
+      xs: ``[B, T, D]``.
+      seq_lengths: optional ``[B]``, applied in every layer.
+      initial_states: optional, one per layer (a ``(forward, backward)`` pair if bidirectional).
+      bidirectional: every layer bidirectional, merged by ``merge``.
+      dropout_rate: inverted dropout on the inputs of layers 2..N (between layers, never on the
+        recurrent connections); only applied when ``dropout_rng`` is given.
+      dropout_rng: key for dropout; None means deterministic (evaluation).
+      residual: add each layer's input to its output for layers 2..N (sizes must match).
+      variational_dropout: one dropout mask per sequence, shared by all time steps ("locked"
+        dropout, Gal & Ghahramani 2016), instead of a fresh mask per step.
+      **unroll_options: forwarded to :func:`unroll`.
+
+    Returns:
+      ``(outputs of the last layer, [final state of each layer])``.
+    """
+    if len(cells) != len(params):
+        raise ValueError(f"got {len(cells)} cells but {len(params)} layer params")
+    if initial_states is not None and len(initial_states) != len(cells):
+        raise ValueError(f"initial_states must have {len(cells)} entries, got {len(initial_states)}")
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate must lie in [0, 1), got {dropout_rate}")
+    final_states = []
+    for layer, (cell, layer_params) in enumerate(zip(cells, params, strict=True)):
+        if layer > 0 and dropout_rng is not None and dropout_rate > 0.0:
+            mask_shape = (xs.shape[0], 1, xs.shape[2]) if variational_dropout else xs.shape
+            layer_rng = jax.random.fold_in(dropout_rng, layer)
+            keep = jax.random.bernoulli(layer_rng, 1.0 - dropout_rate, mask_shape)
+            xs = jnp.where(keep, xs / (1 - dropout_rate), 0.0)
+        state = None if initial_states is None else initial_states[layer]
+        if bidirectional:
+            ys, final = _bidirectional(
+                cell, layer_params, xs, seq_lengths=seq_lengths, merge=merge, initial_state=state,
+                **unroll_options,
+            )  # fmt: skip
+        else:
+            ys, final = unroll(
+                cell, layer_params, xs, initial_state=state, seq_lengths=seq_lengths,
+                **unroll_options,
+            )  # fmt: skip
+        if residual and layer > 0:
+            if ys.shape != xs.shape:
+                raise ValueError(
+                    f"residual connections need equal sizes; layer {layer} maps "
+                    f"{xs.shape[-1]} features to {ys.shape[-1]}"
+                )
+            ys = ys + xs
+        xs = ys
+        final_states.append(final)
+    return xs, final_states
