@@ -7,7 +7,14 @@ from recur.params import (
     hidden_size_for_budget,
     matched_hidden_sizes,
 )
-from recur.scan import bidirectional, init_layer, init_stacked, stacked, unroll
+from recur.scan import (
+    bidirectional,
+    init_layer,
+    init_stacked,
+    stacked,
+    stacked_step,
+    unroll,
+)
 
 __all__ = [
     "bidirectional",
@@ -19,5 +26,6 @@ __all__ = [
     "init_stacked",
     "matched_hidden_sizes",
     "stacked",
+    "stacked_step",
     "unroll",
 ]

@@ -283,3 +283,24 @@ def stacked(
         xs = ys
         final_states.append(final)
     return xs, final_states
+
+
+def stacked_step(
+    cells: Sequence[Cell], params: Sequence[Params], states: Sequence[State], x: Array
+) -> tuple[list[State], Array]:
+    """One time step of a unidirectional stack, for loops that feed outputs back (decoders).
+
+    Args:
+      cells: one cell per layer.
+      params: one params entry per layer (see :func:`init_stacked`).
+      states: the state of each layer before the step.
+      x: ``[B, D]`` input of the first layer.
+
+    Returns:
+      ``(new states, top layer output [B, H])``.
+    """
+    new_states = []
+    for cell, layer_params, state in zip(cells, params, states, strict=True):
+        state, x = cell.step(layer_params, state, cell.project(layer_params, x))
+        new_states.append(state)
+    return new_states, x

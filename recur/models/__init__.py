@@ -1,0 +1,24 @@
+"""Flax Linen models on top of the pure-function cells, one per problem shape.
+
+* one-to-one: :class:`FeedForward` (a baseline of similar size)
+* many-to-one: :class:`SequenceClassifier`
+* many-to-many: :class:`SequenceTagger`, :class:`LanguageModel`
+* one-to-many: :class:`SequenceGenerator`
+* encoder-decoder: :class:`Seq2Seq` (attention: none | bahdanau | luong_dot | luong_general)
+"""
+
+from recur.models.classifier import FeedForward, SequenceClassifier, SequenceTagger
+from recur.models.generator import SequenceGenerator
+from recur.models.language_model import LanguageModel
+from recur.models.recurrent import Recurrent
+from recur.models.seq2seq import Seq2Seq
+
+__all__ = [
+    "FeedForward",
+    "LanguageModel",
+    "Recurrent",
+    "Seq2Seq",
+    "SequenceClassifier",
+    "SequenceGenerator",
+    "SequenceTagger",
+]
