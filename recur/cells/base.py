@@ -97,15 +97,23 @@ _INITIALIZERS: dict[str, Callable[[], Initializer]] = {
 
 
 def initializer(spec: str | Initializer, argument: str) -> Initializer:
-    """Resolves an initialiser given by name (see ``_INITIALIZERS``) or as a callable."""
-    if callable(spec):
-        return spec
-    if spec not in _INITIALIZERS:
-        raise ValueError(
-            f"unknown {argument} {spec!r}; available: {', '.join(sorted(_INITIALIZERS))} "
-            "or a jax.nn.initializers callable"
-        )
-    return _INITIALIZERS[spec]()
+    """Resolves an initialiser given by name (see ``_INITIALIZERS``) or as a callable.
+
+    The result draws in at least float32 and casts to the requested dtype, so low-precision
+    params (bfloat16, float16) work with initialisers LAPACK cannot run in them (orthogonal).
+    """
+    if not callable(spec):
+        if spec not in _INITIALIZERS:
+            raise ValueError(
+                f"unknown {argument} {spec!r}; available: {', '.join(sorted(_INITIALIZERS))} "
+                "or a jax.nn.initializers callable"
+            )
+        spec = _INITIALIZERS[spec]()
+
+    def init(key: PRNGKey, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+        return spec(key, shape, jnp.promote_types(dtype, jnp.float32)).astype(dtype)
+
+    return init
 
 
 def init_blocks(
