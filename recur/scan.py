@@ -187,9 +187,7 @@ def layer_output_size(cell: Cell, bidirectional: bool, merge: str = "concat") ->
     return cell.hidden_size * (2 if bidirectional and merge == "concat" else 1)
 
 
-def init_layer(
-    cell: Cell, key: PRNGKey, input_size: int, *, bidirectional: bool = False
-) -> Params:
+def init_layer(cell: Cell, key: PRNGKey, input_size: int, *, bidirectional: bool = False) -> Params:
     """Params of one layer: ``cell.init`` or, bidirectional, ``{"forward", "backward"}``."""
     if not bidirectional:
         return cell.init(key, input_size)
@@ -252,7 +250,9 @@ def stacked(
     if len(cells) != len(params):
         raise ValueError(f"got {len(cells)} cells but {len(params)} layer params")
     if initial_states is not None and len(initial_states) != len(cells):
-        raise ValueError(f"initial_states must have {len(cells)} entries, got {len(initial_states)}")
+        raise ValueError(
+            f"initial_states must have {len(cells)} entries, got {len(initial_states)}"
+        )
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate must lie in [0, 1), got {dropout_rate}")
     final_states = []

@@ -110,7 +110,9 @@ def test_shapes_and_dtypes(name, options, dtype):
     assert outputs.shape == (B, T, H) and outputs.dtype == dtype
     assert final.h.shape == (B, H) and final.h.dtype == dtype
     assert set(final._fields) >= {"h"}
-    step_state, y = cell.step(params, cell.initial_state((2, 4)), cell.project(params, jnp.ones((2, 4, D), dtype)))
+    step_state, y = cell.step(
+        params, cell.initial_state((2, 4)), cell.project(params, jnp.ones((2, 4, D), dtype))
+    )
     assert y.shape == (2, 4, H) and step_state.h.shape == (2, 4, H)
 
 

@@ -125,7 +125,9 @@ def test_shapes_and_one_step_changes_every_parameter(case):
         jax.tree.leaves(new_params),
         strict=True,
     ):
-        assert not np.allclose(old, new), f"{case}: parameter {jax.tree_util.keystr(path[0])} unchanged"
+        assert not np.allclose(old, new), (
+            f"{case}: parameter {jax.tree_util.keystr(path[0])} unchanged"
+        )
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])

@@ -4,7 +4,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
-
 import jax.numpy as jnp
 from flax.core import FrozenDict
 
@@ -110,5 +109,3 @@ class SequenceGenerator(nn.Module):
             self._step, self._initial_states(context), first, num_steps, feedback, rng
         )
         return choices
-
-
