@@ -1,0 +1,62 @@
+"""Compares cells on one probe over sequence lengths and seeds, at matched parameter counts.
+
+  python -m experiments.compare.main --config=experiments/compare/config.py --workdir=/tmp/cmp
+
+Writes ``results.json``, ``results.md`` and PNG plots to the workdir and prints the table.
+Each grid point trains in its own sub-directory; rerunning skips finished points and resumes
+an interrupted one from its checkpoint.
+"""
+
+import json
+import pathlib
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments.compare import report
+from experiments.probes import train
+from recur.train import NonFiniteLossError, quiet_logs
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Compare config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for every grid point's run and the report.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def run_point(config, workdir: pathlib.Path, cell: str, T: int, seed: int) -> dict:
+    """Trains one grid point, or loads its results if it already finished."""
+    point = config.probe.copy_and_resolve_references()
+    point.model.cell, point.task.T, point.seed = cell, T, seed
+    point_dir = workdir / f"{point.task.name}_{cell}_T{T}_seed{seed}"
+    finished = point_dir / "final_metrics.json"
+    if finished.exists():
+        results = json.loads(finished.read_text())
+        if results["num_steps"] == point.num_steps:
+            print(f"skipping {point_dir.name}: finished", flush=True)
+            return {**results, "run_dir": point_dir.name}
+    print(f"== {point_dir.name}", flush=True)
+    return {**train.train_and_evaluate(point, str(point_dir)), "run_dir": point_dir.name}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    quiet_logs()
+    config, workdir = FLAGS.config, pathlib.Path(FLAGS.workdir)
+    try:
+        points = [
+            {**run_point(config, workdir, cell, T, seed), "seed": seed}
+            for T in config.lengths
+            for cell in config.cells
+            for seed in config.seeds
+        ]
+    except (ValueError, NonFiniteLossError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    table = report.write(workdir, config, points)
+    print(table)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,111 @@
+"""The comparison's outputs: ``results.json``, a Markdown table and PNG plots."""
+
+import json
+import pathlib
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def eval_curve(run_dir: pathlib.Path, metric: str) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(row["step"], row[metric]) for row in rows if row["split"] == "eval"]
+
+
+def summarize(config, points: list[dict]) -> dict:
+    """``{(cell, T): [final metric per seed]}`` and the baseline per T."""
+    finals, baselines = {}, {}
+    for point in points:
+        metric = point["metric"]
+        finals.setdefault((point["cell"], point["T"]), []).append(point["eval"][metric])
+        baselines[point["T"]] = point["baseline"].get(metric)
+    return {"finals": finals, "baselines": baselines, "metric": points[0]["metric"]}
+
+
+def markdown_table(config, summary: dict, points: list[dict]) -> str:
+    metric = summary["metric"]
+    sizes = {p["cell"]: (p["hidden_size"], p["num_params"]) for p in points}
+    header = ["T", *(f"{cell} (H={sizes[cell][0]}, {sizes[cell][1]:,} params)"
+                     for cell in config.cells), "baseline"]  # fmt: skip
+    lines = [
+        f"{config.probe.task.name}: final eval {metric} after {config.probe.num_steps} steps "
+        f"(mean over seeds {list(config.seeds)}; ± std when more than one)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for T in config.lengths:
+        cells = []
+        for cell in config.cells:
+            values = np.array(summary["finals"][(cell, T)])
+            text = f"{values.mean():.4g}"
+            if len(values) > 1:
+                text += f" ± {values.std():.2g}"
+            cells.append(text)
+        baseline = summary["baselines"][T]
+        lines.append(f"| {T} | " + " | ".join(cells) + f" | {baseline:.4g} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(workdir: pathlib.Path, config, summary: dict, points: list[dict]) -> None:
+    metric = summary["metric"]
+    log_scale = metric in ("mse", "cross_entropy")
+    lengths = list(config.lengths)
+    fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 3.4), squeeze=False)
+    colors = {cell: f"C{i}" for i, cell in enumerate(config.cells)}
+    for ax, T in zip(axes[0], lengths, strict=True):
+        for point in points:
+            if point["T"] != T:
+                continue
+            steps, values = zip(*eval_curve(workdir / point["run_dir"], metric), strict=True)
+            label = point["cell"] if point["seed"] == config.seeds[0] else None
+            ax.plot(steps, values, color=colors[point["cell"]], label=label, alpha=0.85)
+        ax.axhline(summary["baselines"][T], color="gray", linestyle="--", label="baseline")
+        ax.set_title(f"{config.probe.task.name}, T = {T}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"eval {metric}")
+        if log_scale:
+            ax.set_yscale("log")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(workdir / "curves.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for cell in config.cells:
+        means = [np.mean(summary["finals"][(cell, T)]) for T in lengths]
+        ax.plot(lengths, means, marker="o", color=colors[cell], label=cell)
+    ax.plot(lengths, [summary["baselines"][T] for T in lengths], "k--", label="baseline")
+    ax.set_xscale("log")
+    ax.set_xticks(lengths, [str(T) for T in lengths])
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_xlabel("sequence length T")
+    ax.set_ylabel(f"final eval {metric}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(workdir / "final_vs_T.png", dpi=110)
+    plt.close(fig)
+
+
+def write(workdir: pathlib.Path, config, points: list[dict]) -> str:
+    """Writes ``results.json``, ``results.md``, ``curves.png``, ``final_vs_T.png``; returns
+    the Markdown table."""
+    summary = summarize(config, points)
+    table = markdown_table(config, summary, points)
+    (workdir / "results.md").write_text(table)
+    record = {
+        "command": " ".join(["python -m experiments.compare.main", *sys.argv[1:]]),
+        "config": json.loads(config.to_json_best_effort()),
+        "points": [
+            {**point, "eval_curve": eval_curve(workdir / point["run_dir"], point["metric"])}
+            for point in points
+        ],
+    }
+    (workdir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    plot(workdir, config, summary, points)
+    return table

@@ -1,0 +1,1 @@
+"""Data: synthetic long-term-dependency probes and real-data pipelines."""

@@ -1,0 +1,34 @@
+"""Training library: optimizers, ``TrainState`` and ``train_step``, sharding, checkpoints,
+metric writers and the loop experiments share."""
+
+from absl import logging
+
+from recur.train.loop import NonFiniteLossError, Task, evaluate, fit
+from recur.train.optim import make_optimizer, make_schedule
+from recur.train.state import TrainState, eval_step, train_step
+
+
+def quiet_logs() -> None:
+    """absl logs at WARNING unless ``--verbosity`` was given (orbax logs every save at INFO)."""
+    if not logging.get_absl_handler() or not flags_present("verbosity"):
+        logging.set_verbosity(logging.WARNING)
+
+
+def flags_present(name: str) -> bool:
+    from absl import flags  # noqa: PLC0415
+
+    return name in flags.FLAGS and flags.FLAGS[name].present
+
+
+__all__ = [
+    "NonFiniteLossError",
+    "Task",
+    "TrainState",
+    "eval_step",
+    "evaluate",
+    "fit",
+    "make_optimizer",
+    "make_schedule",
+    "quiet_logs",
+    "train_step",
+]

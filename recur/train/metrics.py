@@ -1,0 +1,71 @@
+"""Run outputs: ``metrics.jsonl``, TensorBoard event files (tensorboardX, no TensorFlow) and a
+console progress line with step, loss, steps/s and ETA."""
+
+import json
+import math
+import pathlib
+import time
+from typing import Any
+
+import numpy as np
+from tensorboardX import SummaryWriter
+
+
+def to_python(metrics: dict[str, Any]) -> dict[str, float]:
+    return {name: float(np.asarray(value)) for name, value in metrics.items()}
+
+
+class MetricWriter:
+    """Writes ``{"step", "split", **metrics}`` rows to ``workdir/metrics.jsonl`` and TensorBoard.
+
+    On resume from step ``s``, rows past ``s`` (written after the checkpoint the run restarts
+    from) are dropped first, so the file describes one consistent run.
+    """
+
+    def __init__(self, workdir: pathlib.Path, resumed_step: int = 0):
+        self.path = workdir / "metrics.jsonl"
+        if self.path.exists():
+            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
+            kept = [row for row in rows if row["step"] <= resumed_step]
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        self.tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+
+    def write(self, step: int, split: str, metrics: dict[str, Any]) -> dict[str, float]:
+        values = to_python(metrics)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+        for name, value in values.items():
+            self.tensorboard.add_scalar(f"{split}/{name}", value, step)
+        return values
+
+    def close(self) -> None:
+        self.tensorboard.close()
+
+
+class Progress:
+    """Console line ``step s/N | loss | metric | steps/s | ETA`` (measured between calls)."""
+
+    def __init__(self, first_step: int, total_steps: int):
+        self.total_steps = total_steps
+        self.last_step, self.last_time = first_step, time.perf_counter()
+
+    def line(self, step: int, metrics: dict[str, float], metric_name: str | None) -> str:
+        now = time.perf_counter()
+        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        self.last_step, self.last_time = step, now
+        eta = (self.total_steps - step) / rate if rate > 0 else math.inf
+        parts = [f"step {step}/{self.total_steps}", f"loss {metrics['loss']:.4f}"]
+        if metric_name and metric_name in metrics and metric_name != "loss":
+            parts.append(f"{metric_name} {metrics[metric_name]:.4f}")
+        parts += [f"{rate:.1f} steps/s", f"ETA {format_seconds(eta)}"]
+        text = " | ".join(parts)
+        print(text, flush=True)
+        return text
+
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"

@@ -1,0 +1,58 @@
+"""Optimizers and learning-rate schedules from an ``ml_collections`` config, all from optax.
+
+Config fields (``config.optim``):
+  name: ``adam`` | ``adamw`` | ``sgd`` | ``rmsprop``.
+  learning_rate: peak learning rate.
+  momentum: SGD momentum (0 for plain SGD) and RMSProp momentum.
+  weight_decay: decoupled weight decay of ``adamw``.
+  schedule: ``constant`` | ``step`` | ``warmup_cosine``.
+  decay_factor, decay_every: ``step`` multiplies the rate by ``decay_factor`` every
+    ``decay_every`` steps, starting at step ``decay_start`` (e.g. Zaremba et al.'s
+    per-epoch decay after epoch k).
+  warmup_steps: linear warm-up of ``warmup_cosine``; then cosine decay to 0 at the last step.
+  clip_norm: clip gradients by global norm (0 or less: no clipping).
+"""
+
+import ml_collections
+import optax
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "step", "warmup_cosine")
+
+
+def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+    """The learning-rate schedule named by ``config.schedule``."""
+    lr = config.learning_rate
+    if config.schedule == "constant":
+        return optax.constant_schedule(lr)
+    if config.schedule == "step":
+        start = config.get("decay_start", 0)
+        return optax.exponential_decay(
+            lr, config.decay_every, config.decay_factor, transition_begin=start, staircase=True
+        )
+    if config.schedule == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, lr, config.warmup_steps, max(total_steps, config.warmup_steps + 1)
+        )
+    raise ValueError(f"unknown schedule {config.schedule!r}; available: {', '.join(SCHEDULES)}")
+
+
+def make_optimizer(
+    config: ml_collections.ConfigDict, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """``optax.chain(clip_by_global_norm, optimizer)`` and its schedule (for logging)."""
+    schedule = make_schedule(config, total_steps)
+    name = config.name
+    if name == "adam":
+        optimizer = optax.adam(schedule)
+    elif name == "adamw":
+        optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
+    elif name == "sgd":
+        optimizer = optax.sgd(schedule, momentum=config.momentum or None)
+    elif name == "rmsprop":
+        optimizer = optax.rmsprop(schedule, momentum=config.momentum)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(OPTIMIZERS)}")
+    if config.clip_norm and config.clip_norm > 0:
+        optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer)
+    return optimizer, schedule
