@@ -1,0 +1,71 @@
+"""Command-line entry points run end to end; bad configs give one clear line and exit 1."""
+
+import json
+
+import pytest
+from test_train import run_module
+
+
+def test_probes_command_line_smoke(tmp_path):
+    result = run_module(
+        "experiments.probes.main",
+        "--config=experiments/probes/config.py:smoke,task=adding,cell=gru",
+        "--config.optim.learning_rate=3e-3",
+        f"--workdir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "step 6/6 | loss" in result.stdout and "steps/s | ETA" in result.stdout
+    assert "(baseline: mse 0.1667)" in result.stdout
+    final = json.loads((tmp_path / "final_metrics.json").read_text())
+    assert final["cell"] == "gru" and final["num_steps"] == 6
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["optim"]["learning_rate"] == 3e-3
+    assert any((tmp_path / "tensorboard").iterdir())
+    again = run_module(
+        "experiments.probes.main",
+        "--config=experiments/probes/config.py:smoke,task=adding,cell=gru",
+        f"--workdir={tmp_path}",
+    )
+    assert "resuming from the checkpoint at step 6" in again.stdout
+
+
+def test_compare_command_line_smoke_and_skip_on_rerun(tmp_path):
+    args = (
+        "experiments.compare.main",
+        "--config=experiments/compare/config.py:smoke",
+        "--config.lengths=(4,)",
+        f"--workdir={tmp_path}",
+    )
+    result = run_module(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| T | rnn (H=" in result.stdout and "| 4 |" in result.stdout
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert {p["cell"] for p in record["points"]} == {"rnn", "lstm", "gru"}
+    counts = {p["cell"]: p["num_params"] for p in record["points"]}
+    assert max(counts.values()) / min(counts.values()) < 1.1  # matched parameter counts
+    for name in ("results.md", "curves.png", "final_vs_T.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    rerun = run_module(*args)
+    assert rerun.stdout.count("skipping") == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--config.task.name=parity", "error: unknown task 'parity'; available: adding, copy"),
+        ("--config.model.cell=transformer", "error: unknown cell 'transformer'; available"),
+        ("--config.task.T=0", "error: task.T must be >= 1, got 0"),
+        ("--config.task.name=mnist_permuted", "error: MNIST directory /nonexistent does not exist"),
+    ],
+)
+def test_bad_config_is_one_clear_line(override, message, tmp_path):
+    result = run_module(
+        "experiments.probes.main",
+        "--config=experiments/probes/config.py:smoke",
+        override,
+        "--config.task.mnist_dir=/nonexistent",
+        f"--workdir={tmp_path}",
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,181 @@
+"""Training library: optimizers, train_step, exact resume, non-finite loss, sharding."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+from test_probes import fake_mnist
+
+from experiments.probes import config as probe_config
+from experiments.probes import train as probe_train
+from recur.train import (
+    NonFiniteLossError,
+    TrainState,
+    checkpoint,
+    fit,
+    make_optimizer,
+    make_schedule,
+    train_step,
+)
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def smoke(arg: str = "", **overrides):
+    config = probe_config.get_config("smoke" + ("," + arg if arg else ""))
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split("__")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop"])
+def test_every_optimizer_steps(name):
+    config = smoke(optim__name=name, optim__momentum=0.9, optim__weight_decay=0.01)
+    optimizer, _ = make_optimizer(config.optim, 10)
+    params = {"w": np.ones(3, np.float32)}
+    updates, _ = optimizer.update({"w": np.ones(3, np.float32)}, optimizer.init(params), params)
+    assert np.all(np.asarray(updates["w"]) < 0)
+
+
+def test_schedules_and_clipping():
+    config = smoke(
+        optim__schedule="step", optim__decay_every=10, optim__decay_factor=0.5,
+        optim__decay_start=20, optim__learning_rate=1.0,
+    )  # fmt: skip
+    schedule = make_schedule(config.optim, 100)
+    assert [float(schedule(s)) for s in (0, 20, 29, 30, 45)] == [1.0, 1.0, 1.0, 0.5, 0.25]
+    config.optim.schedule, config.optim.warmup_steps = "warmup_cosine", 10
+    schedule = make_schedule(config.optim, 100)
+    assert float(schedule(0)) == 0.0 and float(schedule(10)) == pytest.approx(1.0)
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-6)
+    config.optim.schedule, config.optim.name, config.optim.clip_norm = "constant", "sgd", 1.0
+    optimizer, _ = make_optimizer(config.optim, 100)
+    params = {"w": np.zeros(4, np.float32)}
+    updates, _ = optimizer.update(
+        {"w": np.full(4, 10.0, np.float32)}, optimizer.init(params), params
+    )
+    assert float(optax.global_norm(updates)) == pytest.approx(1.0, rel=1e-5)
+    for field, value, match in [
+        ("name", "adagrad", "unknown optimizer 'adagrad'"),
+        ("schedule", "linear", "unknown schedule 'linear'"),
+    ]:
+        config.optim[field] = value
+        with pytest.raises(ValueError, match=match):
+            make_optimizer(config.optim, 10)
+        config.optim.name, config.optim.schedule = "sgd", "constant"
+
+
+@pytest.mark.parametrize("task", ["adding", "copy", "mnist_rows"])
+def test_one_train_step_changes_every_parameter(task, tmp_path):
+    fake_mnist(tmp_path)
+    config = smoke(f"task={task}", task__mnist_dir=str(tmp_path))
+    built = probe_train.build_task(config)
+    optimizer, _ = make_optimizer(config.optim, config.num_steps)
+    params = built.init_params(jax.random.key(0))
+    state = TrainState.create(
+        apply_fn=built.model.apply, params=params, tx=optimizer, loss_fn=built.loss_fn
+    )
+    new_state, metrics = jax.jit(train_step)(state, built.train_batch(0), jax.random.key(1))
+    assert int(new_state.step) == 1
+    for name in ("loss", built.metric, "grad_norm", "param_norm", "update_norm"):
+        assert np.isfinite(metrics[name]), name
+    for old, new in zip(jax.tree.leaves(params), jax.tree.leaves(new_state.params), strict=True):
+        assert not np.allclose(old, new)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupt_and_resume_gives_the_same_parameters(tmp_path):
+    config = smoke(num_steps=8, checkpoint_every=3, log_every=1, eval_every=4)
+    fit(config, tmp_path / "whole", probe_train.build_task(config))
+    task = probe_train.build_task(config)
+    train_batch = task.train_batch
+
+    def failing_batch(step):  # dies while computing step 5, after the checkpoint at step 3
+        if step == 4:
+            raise Interrupt
+        return train_batch(step)
+
+    task.train_batch = failing_batch
+    with pytest.raises(Interrupt):
+        fit(config, tmp_path / "split", task)
+    results = fit(config, tmp_path / "split", probe_train.build_task(config))
+    assert results["resumed_from_step"] == 3
+
+    def final_params(workdir):
+        built = probe_train.build_task(config)
+        optimizer, _ = make_optimizer(config.optim, config.num_steps)
+        state = TrainState.create(
+            apply_fn=built.model.apply, params=built.init_params(jax.random.key(9)), tx=optimizer
+        )
+        manager = checkpoint.make_manager(workdir)
+        state = checkpoint.restore_latest(manager, state)
+        manager.close()
+        assert int(state.step) == 8
+        return state.params
+
+    whole, split = final_params(tmp_path / "whole"), final_params(tmp_path / "split")
+    jax.tree.map(np.testing.assert_array_equal, whole, split)
+    rows = [json.loads(x) for x in (tmp_path / "split/metrics.jsonl").read_text().splitlines()]
+    train_steps = [row["step"] for row in rows if row["split"] == "train"]
+    assert train_steps == list(range(1, 9))  # rows of the lost step 4 were dropped on resume
+    whole_rows = (tmp_path / "whole/metrics.jsonl").read_text().splitlines()
+    losses = [json.loads(x)["loss"] for x in whole_rows if '"train"' in x]
+    assert losses == [row["loss"] for row in rows if row["split"] == "train"]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = smoke(num_steps=8, checkpoint_every=1, optim__clip_norm=0.0)
+    task = probe_train.build_task(config)
+    # Poison the data from step 4 on: NaN inputs give a NaN loss.
+    train_batch = task.train_batch
+
+    def poisoned(step):
+        batch = train_batch(step)
+        return {**batch, "inputs": batch["inputs"] * np.nan} if step >= 3 else batch
+
+    task.train_batch = poisoned
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 4; .*\(step 3\) is intact"):
+        fit(config, tmp_path, task)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "3"]
+
+
+def run_module(module, *args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+def test_sharded_run_on_four_devices_matches_single_device(tmp_path):
+    losses = {}
+    for devices in (1, 4):
+        workdir = tmp_path / f"devices{devices}"
+        result = run_module(
+            "experiments.probes.main",
+            "--config=experiments/probes/config.py:smoke,task=copy",
+            f"--workdir={workdir}",
+            env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"},
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        final = json.loads((workdir / "final_metrics.json").read_text())
+        assert len(final["devices"]) == devices
+        rows = (workdir / "metrics.jsonl").read_text().splitlines()
+        losses[devices] = [json.loads(row)["loss"] for row in rows]
+    np.testing.assert_allclose(losses[4], losses[1], rtol=1e-5)
