@@ -72,6 +72,7 @@ def unroll(
     unroll: int = 1,
     remat: bool = False,
     hoist_projection: bool | None = None,
+    perturbations: State | None = None,
 ) -> tuple[Array, State]:
     """Runs ``cell`` over the time axis of ``xs``.
 
@@ -93,6 +94,10 @@ def unroll(
         O(T * state) instead of O(T * activations), for one extra forward step each.
       hoist_projection: compute ``cell.project`` for all steps as one matmul before the scan
         (True) or inside each step (False). Default: :func:`default_hoist_projection`.
+      perturbations: optional state-shaped pytree of ``[B, T, ...]`` arrays added to the state
+        after each valid step ``t`` (the output is then the perturbed ``h``). Zeros change
+        nothing; the gradient of a loss with respect to them is ``dL/dstate_t`` for every t in
+        one backward pass (:mod:`recur.diagnostics`).
 
     Returns:
       ``(outputs [B, T, H], final_state)``.
@@ -111,11 +116,16 @@ def unroll(
     xs = jnp.swapaxes(xs, 0, 1)  # [T, B, D]
     if hoist_projection:
         xs = cell.project(params, xs)  # [T, B, G]
+    if perturbations is not None:
+        perturbations = jax.tree.map(lambda p: jnp.swapaxes(p, 0, 1), perturbations)
 
     def body(state, inputs):
-        x, valid = inputs
+        x, valid, delta = inputs
         x_proj = x if hoist_projection else cell.project(params, x)
         new_state, y = cell.step(params, state, x_proj)
+        if delta is not None:
+            new_state = jax.tree.map(jnp.add, new_state, delta)
+            y = new_state.h
         if valid is not None:
             new_state = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_state, state)
             y = jnp.where(valid, y, jnp.zeros_like(y))
@@ -123,7 +133,9 @@ def unroll(
 
     if remat:
         body = jax.checkpoint(body)
-    final_state, ys = jax.lax.scan(body, initial_state, (xs, mask), reverse=reverse, unroll=unroll)
+    final_state, ys = jax.lax.scan(
+        body, initial_state, (xs, mask, perturbations), reverse=reverse, unroll=unroll
+    )
     return jnp.swapaxes(ys, 0, 1), final_state
 
 

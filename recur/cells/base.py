@@ -10,6 +10,8 @@ params pytree (a plain dict of arrays):
   ``[..., D]`` or on all steps at once ``[..., T, D]``; the unroller decides where it runs.
 * ``step(params, state, x_proj) -> (state, output)``: one time step; every leading axis of
   ``x_proj`` is batch.
+* ``gates(params, state, x_proj) -> {name: [..., H]}`` (gated cells only, else None): the gate
+  activations ``step`` would use, for diagnostics.
 
 Cells never loop over time: unrolling lives in :mod:`recur.scan`.
 """
@@ -24,7 +26,7 @@ from recur.types import Array, Params, PRNGKey, State
 
 
 class Cell(NamedTuple):
-    """Pure functions of one recurrent cell plus the two facts unrollers need."""
+    """Pure functions of one recurrent cell plus the facts unrollers and diagnostics need."""
 
     init: Callable[[PRNGKey, int], Params]
     initial_state: Callable[..., State]
@@ -32,6 +34,7 @@ class Cell(NamedTuple):
     step: Callable[[Params, State, Array], tuple[State, Array]]
     hidden_size: int
     name: str
+    gates: Callable[[Params, State, Array], dict[str, Array]] | None = None
 
 
 _REGISTRY: dict[str, Callable[..., Cell]] = {}

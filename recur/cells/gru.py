@@ -89,25 +89,32 @@ def gru(
     def project(params, xs):
         return xs @ params["w_ih"] + params["b"]  # [..., 3H]
 
-    def step_reset_after(params, state, x_proj):
-        h = state.h
-        h_proj = h @ params["w_hh"]  # [..., 3H]
+    def gates_reset_after(params, state, x_proj):
+        h_proj = state.h @ params["w_hh"]  # [..., 3H]
         x_r, x_z, x_n = jnp.split(x_proj, 3, axis=-1)
         h_r, h_z, h_n = jnp.split(h_proj, 3, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
         n = jnp.tanh(x_n + r * (h_n + params["b_hn"]))
-        h = (1.0 - z) * n + z * h
-        return GRUState(h), h
+        return r, z, n
 
-    def step_reset_before(params, state, x_proj):
+    def gates_reset_before(params, state, x_proj):
         h = state.h
         w_rz, w_n = params["w_hh"][:, : 2 * H], params["w_hh"][:, 2 * H :]
         x_rz, x_n = x_proj[..., : 2 * H], x_proj[..., 2 * H :]
         r, z = jnp.split(jax.nn.sigmoid(x_rz + h @ w_rz), 2, axis=-1)  # each [..., H]
         n = jnp.tanh(x_n + (r * h) @ w_n)
-        h = (1.0 - z) * n + z * h
+        return r, z, n
+
+    gate_values = gates_reset_after if variant == "reset_after" else gates_reset_before
+
+    def step(params, state, x_proj):
+        _, z, n = gate_values(params, state, x_proj)
+        h = (1.0 - z) * n + z * state.h
         return GRUState(h), h
 
-    step = step_reset_after if variant == "reset_after" else step_reset_before
-    return Cell(init, initial_state, project, step, H, f"gru_{variant}")
+    def gates(params, state, x_proj):
+        r, z, _ = gate_values(params, state, x_proj)
+        return {"reset": r, "update": z}
+
+    return Cell(init, initial_state, project, step, H, f"gru_{variant}", gates)

@@ -77,11 +77,19 @@ def lstm(
     def project(params, xs):
         return xs @ params["w_ih"] + params["b"]  # [..., 4H]
 
-    def step(params, state, x_proj):
+    def gate_values(params, state, x_proj):
         gates = x_proj + state.h @ params["w_hh"]  # [..., 4H]
         i, f, g, o = jnp.split(gates, 4, axis=-1)  # each [..., H]
-        c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+
+    def step(params, state, x_proj):
+        i, f, g, o = gate_values(params, state, x_proj)
+        c = f * state.c + i * g
+        h = o * jnp.tanh(c)
         return LSTMState(h, c), h
 
-    return Cell(init, initial_state, project, step, H, "lstm")
+    def gates(params, state, x_proj):
+        i, f, _, o = gate_values(params, state, x_proj)
+        return {"input": i, "forget": f, "output": o}
+
+    return Cell(init, initial_state, project, step, H, "lstm", gates)

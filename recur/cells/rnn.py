@@ -4,7 +4,8 @@ Update, for input ``x_t [D]`` and state ``h_{t-1} [H]``::
 
     h_t = act(x_t W_ih + b + h_{t-1} W_hh)
 
-with ``act`` one of tanh, relu, leaky_relu (slope ``negative_slope`` below zero) or sigmoid.
+with ``act`` one of tanh, relu, leaky_relu (slope ``negative_slope`` below zero), sigmoid, or
+linear (the identity: a linear RNN, whose Jacobians are exactly ``W_hh``; for analysis).
 The IRNN of Le et al. (2015) is ``activation="relu", recurrent_init="identity"``.
 
 References:
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 from recur.cells.base import Cell, Initializer, check_positive, initializer, register
 from recur.types import Array
 
-ACTIVATIONS = ("tanh", "relu", "leaky_relu", "sigmoid")
+ACTIVATIONS = ("tanh", "relu", "leaky_relu", "sigmoid", "linear")
 
 
 class RNNState(NamedTuple):
@@ -44,7 +45,7 @@ def rnn(
 
     Args:
       hidden_size: H.
-      activation: ``tanh`` | ``relu`` | ``leaky_relu`` | ``sigmoid``.
+      activation: ``tanh`` | ``relu`` | ``leaky_relu`` | ``sigmoid`` | ``linear``.
       negative_slope: slope of ``leaky_relu`` below zero.
       kernel_init: initialiser of ``w_ih [D, H]`` (name or callable).
       recurrent_init: initialiser of ``w_hh [H, H]``; ``"identity"`` gives the IRNN.
@@ -63,6 +64,7 @@ def rnn(
         "relu": jax.nn.relu,
         "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=negative_slope),
         "sigmoid": jax.nn.sigmoid,
+        "linear": lambda x: x,
     }[activation]
     input_init = initializer(kernel_init, "kernel_init")
     hidden_init = initializer(recurrent_init, "recurrent_init")

@@ -1,0 +1,115 @@
+"""Gradient-flow diagnostics against direct computations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from recur import cells, diagnostics
+
+B, T, D, H = 3, 6, 4, 5
+
+
+def xs_for(seed=0, shape=(B, T, D)):
+    return jax.random.normal(jax.random.key(seed), shape)
+
+
+def test_linear_rnn_jacobian_products_equal_matrix_powers():
+    cell = cells.rnn(H, activation="linear")
+    params = cell.init(jax.random.key(0), D)
+    params["w_hh"] = 1.1 * jax.random.normal(jax.random.key(1), (H, H)) / np.sqrt(H)
+    jacobians = diagnostics.one_step_jacobians(cell, params, xs_for())
+    assert jacobians.shape == (B, T, H, H)
+    np.testing.assert_allclose(jacobians[1, 3], params["w_hh"].T, atol=1e-6)
+    norms = diagnostics.jacobian_product_norms(jacobians[0])
+    w = np.asarray(params["w_hh"], np.float64)
+    for lag in range(T):
+        power = np.linalg.matrix_power(w, lag)
+        np.testing.assert_allclose(norms["spectral"][lag], np.linalg.norm(power, 2), rtol=1e-4)
+        np.testing.assert_allclose(norms["frobenius"][lag], np.linalg.norm(power), rtol=1e-4)
+    # Power iteration agrees with the exact spectral norm.
+    iterated = diagnostics.jacobian_product_norms(jacobians[0], exact_max_size=0, iterations=200)
+    np.testing.assert_allclose(iterated["spectral"], norms["spectral"], rtol=1e-3)
+
+
+def loss_fn(outputs, final):
+    """Per-step and final-state terms, so both paths of the gradient are exercised."""
+    readout = jnp.linspace(-1.0, 1.0, outputs.shape[-1])
+    return jnp.sum(jnp.sin(outputs) @ readout) + jnp.sum(final.h**2)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_one_pass_grads_equal_jacrev_on_a_python_loop(name):
+    cell = cells.get(name, H)
+    params = cell.init(jax.random.key(0), D)
+    xs = xs_for()
+    _, grads = diagnostics.state_grads_per_step(cell, params, xs, loss_fn)
+    readout = jnp.linspace(-1.0, 1.0, H)
+
+    def rest_of_loss(state, t):  # the loss as a function of the state after step t
+        total = jnp.sum(jnp.sin(state.h) @ readout)
+        for s in range(t + 1, T):
+            state, _ = cell.step(params, state, cell.project(params, xs[:, s]))
+            total += jnp.sum(jnp.sin(state.h) @ readout)
+        return total + jnp.sum(state.h**2)
+
+    state = cell.initial_state((B,))
+    for t in range(T):
+        state, _ = cell.step(params, state, cell.project(params, xs[:, t]))
+        want = jax.jacrev(rest_of_loss)(state, t)
+        for field in state._fields:
+            np.testing.assert_allclose(
+                getattr(grads, field)[:, t], getattr(want, field), rtol=1e-4, atol=1e-6
+            )
+
+
+def test_padded_steps_get_zero_and_valid_steps_match_unpadded():
+    cell = cells.lstm(H)
+    params = cell.init(jax.random.key(0), D)
+    xs = xs_for()
+    lengths = jnp.array([6, 2, 4])
+
+    def final_loss(outputs, final):
+        return jnp.sum(final.h @ jnp.arange(H, dtype=jnp.float32)) + jnp.sum(final.c)
+
+    _, grads = diagnostics.state_grads_per_step(cell, params, xs, final_loss, seq_lengths=lengths)
+    norms = diagnostics.grad_norms_per_step(grads)
+    assert set(norms) == {"h", "c"} and norms["h"].shape == (B, T)
+    for b, length in enumerate(lengths.tolist()):
+        np.testing.assert_array_equal(grads.h[b, length:], 0.0)
+        np.testing.assert_array_equal(grads.c[b, length:], 0.0)
+        _, alone = diagnostics.state_grads_per_step(
+            cell, params, xs[b : b + 1, :length], final_loss
+        )
+        np.testing.assert_allclose(grads.h[b, :length], alone.h[0], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(grads.c[b, :length], alone.c[0], rtol=1e-5, atol=1e-7)
+
+
+def test_gate_statistics():
+    lstm = cells.lstm(H, forget_bias=20.0)
+    params = lstm.init(jax.random.key(0), D)
+    lengths = jnp.array([6, 2, 4])
+    stats = diagnostics.gate_statistics(lstm, params, xs_for(), lengths)
+    assert set(stats) == {"input", "forget", "output"}
+    np.testing.assert_allclose(stats["forget"]["mean"], 1.0, atol=1e-4)
+    np.testing.assert_allclose(stats["forget"]["saturated"], 1.0)
+    assert stats["input"]["mean_per_unit"].shape == (T, H)
+    # The mean over valid steps only, computed by hand for one step.
+    gru = cells.gru(H)
+    gru_params = gru.init(jax.random.key(1), D)
+    xs = xs_for(2)
+    stats = diagnostics.gate_statistics(gru, gru_params, xs, lengths)
+    before, x_proj = diagnostics.trajectory(gru, gru_params, xs)
+    state_3 = jax.tree.map(lambda a: a[3], before)
+    z = gru.gates(gru_params, state_3, x_proj[3])["update"]  # valid for examples 0 and 2
+    np.testing.assert_allclose(stats["update"]["mean"][3], z[jnp.array([0, 2])].mean(), rtol=1e-5)
+    with pytest.raises(ValueError, match="cell 'rnn_tanh' has no gates"):
+        diagnostics.gate_statistics(cells.rnn(H), cells.rnn(H).init(jax.random.key(0), D), xs)
+
+
+def test_decay_rate_and_effective_memory():
+    lags = np.arange(100)
+    norms = (3.0 * 10.0 ** (-0.1 * lags))[::-1]  # time order: the last entry is lag 0
+    assert diagnostics.fit_decay_rate(norms) == pytest.approx(-0.1)
+    assert diagnostics.effective_memory(norms) == 61  # first lag with 10^{-0.1 k} < 1e-6
+    assert diagnostics.effective_memory(np.ones(10)) is None
