@@ -1,0 +1,54 @@
+"""Benchmark apps run end to end on tiny settings."""
+
+import json
+
+from test_train import run_module
+
+
+def test_gradient_flow_app_at_initialisation(tmp_path):
+    result = run_module(
+        "benchmarks.gradient_flow",
+        "--cells=rnn,irnn,lstm:forget_bias=0,gru",
+        "--lengths=4,9",
+        "--hidden_size=5",
+        "--batch_size=3",
+        "--seeds=0,1",
+        f"--out={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| lstm:forget_bias=0 | 9 |" in result.stdout
+    record = json.loads((tmp_path / "gradient_flow.json").read_text())
+    assert set(record["results"]) == {"rnn", "irnn", "lstm:forget_bias=0", "gru"}
+    lstm = record["results"]["lstm:forget_bias=0"]["9"]
+    assert len(lstm["log10_grad_norm_h"]) == 9 and len(lstm["log10_grad_norm_c"]) == 9
+    assert set(lstm["gates"]) == {"input", "forget", "output"}
+    assert len(lstm["log10_product_spectral"]) == 9 and lstm["log10_product_spectral"][0] == 0.0
+    for name in ("gradient_norms.png", "jacobian_products.png", "gates_gru_T9.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_gradient_flow_app_from_a_trained_probe(tmp_path):
+    workdir = tmp_path / "probe"
+    trained = run_module(
+        "experiments.probes.main",
+        "--config=experiments/probes/config.py:smoke,task=copy,cell=gru",
+        f"--workdir={workdir}",
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    result = run_module(
+        "benchmarks.gradient_flow", f"--checkpoint={workdir}", "--lengths=3,7",
+        f"--out={tmp_path / 'out'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "out/gradient_flow.json").read_text())
+    (spec,) = record["results"]
+    assert spec.startswith("gru (trained, copy")
+    assert len(record["results"][spec]["7"]["log10_grad_norm_h"]) == 7 + 20  # copy: T + 20
+
+
+def test_gradient_flow_bad_input(tmp_path):
+    result = run_module("benchmarks.gradient_flow", "--cells=lstn", f"--out={tmp_path}")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown cell 'lstn'")
+    result = run_module("benchmarks.gradient_flow", f"--checkpoint={tmp_path}", f"--out={tmp_path}")
+    assert "is not an experiments.probes workdir" in result.stderr
