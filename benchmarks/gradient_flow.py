@@ -123,18 +123,20 @@ def geometric_mean(values: np.ndarray, axis: int = 0) -> np.ndarray:
 
 def summarize(runs: list[dict]) -> dict:
     """Averages over seeds (and examples) in log10 space; fits decay and effective memory."""
+
+    def stacked(key):
+        return np.concatenate([r[key] for r in runs])
+
     log_h = geometric_mean(np.concatenate([r["grad_norms"]["h"] for r in runs]))  # [T]
     norms_h = 10.0**log_h
     summary = {
         "log10_grad_norm_h": log_h,
-        "log10_product_spectral": geometric_mean(np.concatenate([r["product_spectral"] for r in runs])),
-        "log10_product_frobenius": geometric_mean(
-            np.concatenate([r["product_frobenius"] for r in runs])
-        ),
-        "one_step_spectral_mean": np.mean(np.concatenate([r["one_step_spectral"] for r in runs]), 0),
+        "log10_product_spectral": geometric_mean(stacked("product_spectral")),
+        "log10_product_frobenius": geometric_mean(stacked("product_frobenius")),
+        "one_step_spectral_mean": np.mean(stacked("one_step_spectral"), 0),
         "decay_decades_per_step": diagnostics.fit_decay_rate(norms_h),
         "effective_memory": diagnostics.effective_memory(norms_h),
-    }  # fmt: skip
+    }
     if "c" in runs[0]["grad_norms"]:
         summary["log10_grad_norm_c"] = geometric_mean(
             np.concatenate([r["grad_norms"]["c"] for r in runs])
