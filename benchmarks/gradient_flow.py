@@ -27,6 +27,7 @@ from absl import app, flags
 
 from benchmarks import gradient_flow_report as report
 from recur import cells, diagnostics
+from recur.train import quiet_logs
 
 ALIASES = {
     "rnn_relu": ("rnn", {"activation": "relu"}),
@@ -152,6 +153,7 @@ def summarize(runs: list[dict]) -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    quiet_logs()
     out = pathlib.Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     lengths = [int(T) for T in FLAGS.lengths]

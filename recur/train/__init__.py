@@ -1,7 +1,7 @@
 """Training library: optimizers, ``TrainState`` and ``train_step``, sharding, checkpoints,
 metric writers and the loop experiments share."""
 
-from absl import logging
+from absl import flags, logging
 
 from recur.train.loop import NonFiniteLossError, Task, evaluate, fit
 from recur.train.optim import make_optimizer, make_schedule
@@ -10,14 +10,8 @@ from recur.train.state import TrainState, eval_step, train_step
 
 def quiet_logs() -> None:
     """absl logs at WARNING unless ``--verbosity`` was given (orbax logs every save at INFO)."""
-    if not logging.get_absl_handler() or not flags_present("verbosity"):
+    if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-
-
-def flags_present(name: str) -> bool:
-    from absl import flags  # noqa: PLC0415
-
-    return name in flags.FLAGS and flags.FLAGS[name].present
 
 
 __all__ = [
