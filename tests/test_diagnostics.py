@@ -113,3 +113,12 @@ def test_decay_rate_and_effective_memory():
     assert diagnostics.fit_decay_rate(norms) == pytest.approx(-0.1)
     assert diagnostics.effective_memory(norms) == 61  # first lag with 10^{-0.1 k} < 1e-6
     assert diagnostics.effective_memory(np.ones(10)) is None
+
+
+def test_norms_do_not_underflow_before_the_gradient_does():
+    tiny = jnp.full((2, 3, 64), 1e-25)  # squares underflow in float32; the values do not
+    grads = cells.rnn(64).initial_state((2, 3))._replace(h=tiny)
+    np.testing.assert_allclose(diagnostics.grad_norms_per_step(grads)["h"], 8e-25, rtol=1e-5)
+    np.testing.assert_array_equal(
+        diagnostics.grad_norms_per_step(grads._replace(h=tiny * 0))["h"], 0.0
+    )

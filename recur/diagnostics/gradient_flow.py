@@ -48,9 +48,20 @@ def state_grads_per_step(
     return jax.value_and_grad(loss_of)(zeros)
 
 
+def stable_norm(x: Array, axis: int | tuple[int, ...] = -1) -> Array:
+    """Euclidean norm that does not underflow: ``m * ||x / m||`` with ``m = max |x|``.
+
+    A plain norm squares its entries, so entries below ~1e-19 (float32) vanish and the norm
+    reads 0 long before the gradient itself does.
+    """
+    scale = jnp.max(jnp.abs(x), axis=axis, keepdims=True)
+    safe = jnp.where(scale > 0, scale, 1.0)
+    return jnp.squeeze(scale, axis) * jnp.linalg.norm(x / safe, axis=axis)
+
+
 def grad_norms_per_step(grads: State) -> dict[str, Array]:
     """Per-field norms ``||dL/dstate_t||`` over hidden units, ``{field: [B, T]}``."""
-    return {field: jnp.linalg.norm(value, axis=-1) for field, value in grads._asdict().items()}
+    return {field: stable_norm(value, axis=-1) for field, value in grads._asdict().items()}
 
 
 def fit_decay_rate(norms: np.ndarray, min_value: float = 1e-30) -> float:

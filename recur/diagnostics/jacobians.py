@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from recur.cells import Cell
+from recur.diagnostics.gradient_flow import stable_norm
 from recur.types import Array, Params, PRNGKey, State
 
 
@@ -87,7 +88,7 @@ def jacobian_product_norms(jacobians: Array, **spectral_options) -> dict[str, Ar
     size = jacobians.shape[-1]
 
     def body(product, jacobian):  # walk back in time: P_{k+1} = P_k @ J_{T-k}
-        norms = (spectral_norm(product, **spectral_options), jnp.linalg.norm(product))
+        norms = (spectral_norm(product, **spectral_options), stable_norm(product, (-2, -1)))
         return product @ jacobian, norms
 
     _, (spectral, frobenius) = jax.lax.scan(body, jnp.eye(size, dtype=jacobians.dtype),
