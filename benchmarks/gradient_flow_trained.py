@@ -4,27 +4,13 @@ head, measured on that probe's data and loss (single-layer, unidirectional model
 import json
 import pathlib
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
 from experiments.probes import train as probe_train
 from recur import cells
-from recur.train import TrainState, checkpoint, make_optimizer
-
-
-def _restore(workdir: pathlib.Path, config, task):
-    optimizer, _ = make_optimizer(config.optim, config.num_steps)
-    state = TrainState.create(
-        apply_fn=task.model.apply, params=task.init_params(jax.random.key(0)), tx=optimizer
-    )
-    manager = checkpoint.make_manager(workdir)
-    if manager.latest_step() is None:
-        raise ValueError(f"no checkpoint in {workdir / 'checkpoints'}")
-    state = checkpoint.restore_latest(manager, state)
-    manager.close()
-    return state.params
+from recur.train import restore_params
 
 
 def setups(workdir: str, lengths: list[int], seeds: list[int]) -> dict:
@@ -37,13 +23,13 @@ def setups(workdir: str, lengths: list[int], seeds: list[int]) -> dict:
     task = probe_train.build_task(config)
     if config.model.num_layers != 1:
         raise ValueError("--checkpoint supports single-layer probe models")
-    params = _restore(workdir, config, task)
+    params = restore_params(config, workdir, task)
     encoder = params["encoder"]
     cell_params = encoder["recurrent"]["layer_0"]
     head = params["head"]
 
     cell = cells.get(
-        config.model.cell, task.model.hidden_size, **probe_train.cell_options(config.model)
+        config.model.cell, task.model.hidden_size, **cells.options_from_config(config.model)
     )
     name = config.task.name
     if name.startswith("mnist"):

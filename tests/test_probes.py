@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from recur.data import probes
+from recur.data import batching, probes
 
 SHARED_MNIST = pathlib.Path(__file__).parents[1] / "../shared/data/mnist"
 
@@ -111,10 +111,10 @@ def test_shared_mnist_reads_real_digits():
 
 def test_epoch_batches_cover_each_example_once_per_epoch():
     data = {"x": np.arange(10), "y": np.arange(10) * 2}
-    epoch = [probes.epoch_batch(data, step, 3, seed=0) for step in range(3)]  # 3 per epoch
+    epoch = [batching.epoch_batch(data, step, 3, seed=0) for step in range(3)]  # 3 per epoch
     seen = np.concatenate([b["x"] for b in epoch])
     assert len(set(seen.tolist())) == 9
     np.testing.assert_array_equal(epoch[0]["y"], epoch[0]["x"] * 2)
-    again = probes.epoch_batch(data, 1, 3, seed=0)
+    again = batching.epoch_batch(data, 1, 3, seed=0)
     np.testing.assert_array_equal(again["x"], epoch[1]["x"])  # a function of the step
-    assert not np.array_equal(probes.epoch_batch(data, 3, 3, 0)["x"], epoch[0]["x"])
+    assert not np.array_equal(batching.epoch_batch(data, 3, 3, 0)["x"], epoch[0]["x"])

@@ -10,29 +10,17 @@ import optax
 
 import recur
 from recur import cells, models
-from recur.data import probes
+from recur.data import batching, probes
 from recur.train import Task, fit
 
 TASKS = ("adding", "copy", "mnist_sequential", "mnist_permuted", "mnist_rows")
-
-
-def cell_options(model_config: ml_collections.ConfigDict) -> dict:
-    """The options of ``model_config`` that apply to its cell."""
-    options = {"recurrent_init": model_config.recurrent_init}
-    if model_config.cell == "rnn":
-        options["activation"] = model_config.activation
-    elif model_config.cell == "lstm":
-        options["forget_bias"] = model_config.forget_bias
-    elif model_config.cell == "gru":
-        options["variant"] = model_config.gru_variant
-    return options
 
 
 def hidden_size(config: ml_collections.ConfigDict, input_size: int, output_size: int) -> int:
     """``config.model.hidden_size``, or with ``match_params`` the size matching the LSTM's
     parameter count at that hidden size."""
     model = config.model
-    options = cell_options(model)
+    options = cells.options_from_config(model)
     cells.get(model.cell, model.hidden_size, **options)  # unknown cell/option: clear error now
     if not model.match_params or model.cell == "lstm":
         return model.hidden_size
@@ -94,7 +82,7 @@ def _mnist(config):
     }
 
     def train_batch(step):
-        return probes.epoch_batch(train, step, config.batch_size, config.seed)
+        return batching.epoch_batch(train, step, config.batch_size, config.seed)
 
     def eval_batches():
         usable = len(test["targets"]) // config.batch_size * config.batch_size
@@ -122,7 +110,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         "cell": model_config.cell,
         "num_layers": model_config.num_layers,
         "remat": model_config.remat,
-        "cell_options": cell_options(model_config),
+        "cell_options": cells.options_from_config(model_config),
     }
     notes = []
     if name == "adding":

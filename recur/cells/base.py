@@ -71,6 +71,20 @@ def get(name: str, hidden_size: int, **options: Any) -> Cell:
     return _REGISTRY[name](hidden_size, **options)
 
 
+def options_from_config(model_config: Any) -> dict[str, Any]:
+    """The cell options an experiment's ``config.model`` sets for its ``cell``: every cell's
+    ``recurrent_init``, plus ``activation`` (rnn), ``forget_bias`` (lstm) or ``gru_variant``
+    (gru, passed as ``variant``)."""
+    options = {"recurrent_init": model_config.recurrent_init}
+    if model_config.cell == "rnn":
+        options["activation"] = model_config.activation
+    elif model_config.cell == "lstm":
+        options["forget_bias"] = model_config.forget_bias
+    elif model_config.cell == "gru":
+        options["variant"] = model_config.gru_variant
+    return options
+
+
 def check_positive(argument: str, value: int) -> None:
     """Raises ValueError unless ``value`` is a positive int."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -155,18 +155,3 @@ def mnist_sequences(images: np.ndarray, mode: str, permutation: np.ndarray | Non
     if mode == "permuted":
         pixels = pixels[:, permutation]
     return pixels[..., None]
-
-
-def epoch_batch(
-    data: dict[str, np.ndarray], step: int, batch_size: int, seed: int
-) -> dict[str, np.ndarray]:
-    """Batch ``step`` of shuffled epochs over ``data`` (a fresh permutation per epoch, from
-    ``seed`` and the epoch number; the last partial batch of an epoch is dropped)."""
-    size = len(next(iter(data.values())))
-    per_epoch = size // batch_size
-    if per_epoch < 1:
-        raise ValueError(f"batch size {batch_size} exceeds the {size} training examples")
-    epoch, index = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(size)
-    rows = order[index * batch_size : (index + 1) * batch_size]
-    return {name: array[rows] for name, array in data.items()}

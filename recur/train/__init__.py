@@ -3,7 +3,7 @@ metric writers and the loop experiments share."""
 
 from absl import flags, logging
 
-from recur.train.loop import NonFiniteLossError, Task, evaluate, fit
+from recur.train.loop import NonFiniteLossError, Task, evaluate, fit, restore_params
 from recur.train.optim import make_optimizer, make_schedule
 from recur.train.state import TrainState, eval_step, train_step
 
@@ -24,5 +24,6 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "quiet_logs",
+    "restore_params",
     "train_step",
 ]

@@ -154,3 +154,23 @@ def format_metrics(metrics: dict[str, Any], task: Task) -> str:
     if task.baseline:
         text += " (baseline: " + ", ".join(f"{k} {v:.4g}" for k, v in task.baseline.items()) + ")"
     return text
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task):
+    """The params of the latest checkpoint in ``workdir`` (a run of ``task`` with ``config``).
+
+    Raises:
+      ValueError: when ``workdir`` holds no checkpoint.
+    """
+    workdir = pathlib.Path(workdir)
+    optimizer, _ = make_optimizer(config.optim, config.num_steps)
+    state = TrainState.create(
+        apply_fn=task.model.apply, params=task.init_params(jax.random.key(0)), tx=optimizer
+    )
+    manager = checkpoint.make_manager(workdir)
+    try:
+        if manager.latest_step() is None:
+            raise ValueError(f"no checkpoint in {workdir / 'checkpoints'}")
+        return checkpoint.restore_latest(manager, state).params
+    finally:
+        manager.close()
