@@ -129,7 +129,9 @@ def test_smoke_run_writes_metrics_and_plot(tmp_path, head):
     path = tmp_path / "series.csv"
     days = np.datetime64("2020-01-01") + np.arange(150)
     prices = 100 + np.cumsum(np.random.default_rng(0).normal(size=150))
-    path.write_text("Date,Open\n" + "".join(f"{d},{p:.2f}\n" for d, p in zip(days, prices)))
+    path.write_text(
+        "Date,Open\n" + "".join(f"{d},{p:.2f}\n" for d, p in zip(days, prices, strict=True))
+    )
     result = run_module(
         "experiments.timeseries.main",
         f"--config=experiments/timeseries/config.py:smoke,head={head},horizon=2",
