@@ -15,15 +15,16 @@ FLAG_NAMES = (
 
 
 def to_json(tree):
-    """NumPy arrays to lists; -inf (underflow) to None."""
+    """NumPy arrays to lists of 6-digit floats; -inf (underflow) to None; the per-unit gate
+    means (plotted as heatmaps, [T, H] each) are left out to keep the file small."""
     if isinstance(tree, dict):
-        return {str(k): to_json(v) for k, v in tree.items()}
+        return {str(k): to_json(v) for k, v in tree.items() if k != "mean_per_unit"}
     if isinstance(tree, np.ndarray):
         return to_json(tree.tolist())
     if isinstance(tree, list | tuple):
         return [to_json(v) for v in tree]
-    if isinstance(tree, float) and not np.isfinite(tree):
-        return None
+    if isinstance(tree, float):
+        return float(f"{tree:.6g}") if np.isfinite(tree) else None
     return tree
 
 

@@ -70,6 +70,10 @@ def test_prepare_fits_the_scaler_on_the_training_part_only(tmp_path):
     np.testing.assert_allclose(prepared.scaler.inverse(test["targets"][:, 0], 0), values[48:])
     train_targets = prepared.scaler.inverse(prepared.splits["train"]["targets"], 0)
     assert train_targets.max() == 135  # no training target from the held-out parts
+    config.data.test_start = "2020-02-20"  # day 50: the same split by date, 10 test rows
+    by_date = ts_train.prepare(config)
+    assert len(by_date.splits["test"]["inputs"]) == 10
+    assert str(by_date.dates["test"][0]) == "2020-02-20"
 
 
 def test_baselines_on_a_hand_made_series():

@@ -5,7 +5,7 @@ The default is the LSTM stock-price tutorial done honestly: Google's daily openi
 60 days predicting the next day, 4 stacked layers of 50 units with dropout 0.2, Adam, 100
 epochs of batches of 32; min-max scaling fitted on the training part only.
 
-Variants (comma-separated): ``cell=rnn|lstm|gru``, ``horizon=<steps ahead>``,
+Variants (comma-separated): ``google_stock`` (the default, named), ``cell=rnn|lstm|gru``, ``horizon=<steps ahead>``,
 ``head=last|every_step``, ``smoke``.
 
   python -m experiments.timeseries.main --config=experiments/timeseries/config.py:cell=lstm \
@@ -24,8 +24,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = {}
     for item in filter(None, (arg or "").split(",")):
         key, _, value = item.partition("=")
-        if key == "smoke" and not value:
-            variant["smoke"] = True
+        if key in ("smoke", "google_stock") and not value:
+            variant[key] = True
         elif key in VARIANT_KEYS and value:
             variant[key] = VARIANT_KEYS[key](value)
         else:
@@ -40,8 +40,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # CSV of the training period (date column + numeric columns, header row).
     config.data.train_path = "../shared/data/google_stock/Google_Stock_Price_Train.csv"
     # CSV of the test period, after the training period; "" to cut the test period from the
-    # end of train_path (test_fraction of its rows).
+    # end of train_path: from the date test_start (YYYY-MM-DD) on if set, else the last
+    # test_fraction of its rows.
     config.data.test_path = "../shared/data/google_stock/Google_Stock_Price_Test.csv"
+    config.data.test_start = ""
     config.data.test_fraction = 0.1
     # Share of the training period (its end) held out for validation during training.
     config.data.valid_fraction = 0.1

@@ -39,6 +39,8 @@ def prepare(config: ml_collections.ConfigDict) -> Prepared:
         test = timeseries.load_csv(data.test_path, columns, **load)
         test_start = len(series.values)
         series = timeseries.concatenate(series, test)
+    elif data.test_start:
+        test_start = int(np.searchsorted(series.dates, np.datetime64(data.test_start, "D")))
     else:
         test_start = len(series.values) - int(round(data.test_fraction * len(series.values)))
     valid_start = test_start - int(round(data.valid_fraction * test_start))
