@@ -5,8 +5,8 @@ The default is the LSTM stock-price tutorial done honestly: Google's daily openi
 60 days predicting the next day, 4 stacked layers of 50 units with dropout 0.2, Adam, 100
 epochs of batches of 32; min-max scaling fitted on the training part only.
 
-Variants (comma-separated): ``google_stock`` (the default, named), ``cell=rnn|lstm|gru``, ``horizon=<steps ahead>``,
-``head=last|every_step``, ``smoke``.
+Variants (comma-separated): ``google_stock`` (the default, named), ``cell=rnn|lstm|gru``,
+``horizon=<steps ahead>``, ``head=last|every_step``, ``smoke``.
 
   python -m experiments.timeseries.main --config=experiments/timeseries/config.py:cell=lstm \
       --workdir=/tmp/stock_lstm
