@@ -152,7 +152,7 @@ def test_smoke_run_writes_metrics_and_plot(tmp_path, head):
 
 
 def test_window_longer_than_the_data_is_one_clear_line(tmp_path):
-    path = write_csv(tmp_path / "short.csv", daily_rows(range(12)))
+    path = write_csv(tmp_path / "short.csv", daily_rows(range(11)))
     result = run_module(
         "experiments.timeseries.main",
         "--config=experiments/timeseries/config.py:smoke",

@@ -67,12 +67,16 @@ def prepare(config: ml_collections.ConfigDict) -> Prepared:
         "valid": (last_target >= valid_start) & (last_target < test_start),
         "test": first >= test_start,
     }
+    notes = []
+    if valid_start == test_start:  # no hold-out: evaluate in-sample during training
+        masks["valid"] = masks["train"]
+        notes.append("data.valid_fraction is 0: the periodic evaluation is in-sample (train)")
     splits = {k: {"inputs": inputs[m], "targets": targets[m]} for k, m in masks.items()}
     for name, split in splits.items():
         if not len(split["inputs"]):
             raise ValueError(f"the {name} split has no complete window; shorten data.window")
     dates = {name: series.dates[first[m]] for name, m in masks.items()}
-    notes = [
+    notes += [
         f"data: {series.source}: {len(series.values)} rows, train {valid_start}, valid "
         f"{test_start - valid_start}, test {len(series.values) - test_start}; windows: "
         + ", ".join(f"{k} {len(v['inputs'])}" for k, v in splits.items())
