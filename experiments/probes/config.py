@@ -13,6 +13,8 @@ Command and expected result (measured on the 2-core CPU machine, see README):
 
 import ml_collections
 
+from recur.train import optim
+
 VARIANT_KEYS = {"task": str, "cell": str, "T": int, "hidden": int, "steps": int}
 
 
@@ -80,20 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 64
     # Training steps.
     config.num_steps = variant.get("steps", 2000)
-    config.optim = ml_collections.ConfigDict()
-    # adam | adamw | sgd | rmsprop.
-    config.optim.name = "adam"
-    config.optim.learning_rate = 1e-3
-    config.optim.momentum = 0.0
-    config.optim.weight_decay = 0.0
-    # constant | step | warmup_cosine.
-    config.optim.schedule = "constant"
-    config.optim.decay_factor = 0.5
-    config.optim.decay_every = 1000
-    config.optim.decay_start = 0
-    config.optim.warmup_steps = 100
-    # Clip gradients by global norm (0: off).
-    config.optim.clip_norm = 1.0
+    # Optimizer, schedule and clipping: see recur/train/optim.py.
+    config.optim = optim.default_config()
 
     # Periodic work, in steps; each also fires on the last step.
     config.log_every = 100

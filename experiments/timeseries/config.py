@@ -17,6 +17,8 @@ linear-autoregression baselines).
 
 import ml_collections
 
+from recur.train import optim
+
 VARIANT_KEYS = {"cell": str, "horizon": int, "head": str}
 
 
@@ -81,17 +83,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Training length in epochs over the training windows; num_steps follows from it.
     config.num_epochs = 100
     config.num_steps = -1
-    config.optim = ml_collections.ConfigDict()
-    config.optim.name = "adam"
-    config.optim.learning_rate = 1e-3
-    config.optim.momentum = 0.0
-    config.optim.weight_decay = 0.0
-    config.optim.schedule = "constant"
-    config.optim.decay_factor = 0.5
-    config.optim.decay_every = 1000
-    config.optim.decay_start = 0
-    config.optim.warmup_steps = 0
-    config.optim.clip_norm = 1.0
+    # Optimizer, schedule and clipping: see recur/train/optim.py.
+    config.optim = optim.default_config(warmup_steps=0)
 
     config.log_every = 200
     config.eval_every = 500

@@ -20,6 +20,26 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "step", "warmup_cosine")
 
 
+def default_config(**overrides) -> ml_collections.ConfigDict:
+    """``config.optim`` with every field this module reads; ``overrides`` change defaults."""
+    config = ml_collections.ConfigDict()
+    # adam | adamw | sgd | rmsprop.
+    config.name = "adam"
+    config.learning_rate = 1e-3
+    config.momentum = 0.0
+    config.weight_decay = 0.0
+    # constant | step | warmup_cosine.
+    config.schedule = "constant"
+    config.decay_factor = 0.5
+    config.decay_every = 1000
+    config.decay_start = 0
+    config.warmup_steps = 100
+    # Clip gradients by global norm (0: off).
+    config.clip_norm = 1.0
+    config.update(overrides)
+    return config
+
+
 def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
     """The learning-rate schedule named by ``config.schedule``."""
     lr = config.learning_rate
