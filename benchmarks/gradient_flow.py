@@ -116,30 +116,32 @@ def measure(cell, params, xs, loss_fn) -> dict:
     return result
 
 
-def geometric_mean(values: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Mean of log10 over ``axis`` (0 stays -inf: underflow is visible, not hidden)."""
+def median_log10(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Median over ``axis`` of log10 (the typical example: one example whose gradient is
+    exactly 0, e.g. all ReLUs off at a step, does not make the summary -inf; where most are
+    0, as after float32 underflow, it is -inf and plots as a gap)."""
     with np.errstate(divide="ignore"):
-        return np.mean(np.log10(np.asarray(values, np.float64)), axis=axis)
+        return np.median(np.log10(np.asarray(values, np.float64)), axis=axis)
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Averages over seeds (and examples) in log10 space; fits decay and effective memory."""
+    """Medians over seeds and examples in log10 space; fits decay and effective memory."""
 
     def stacked(key):
         return np.concatenate([r[key] for r in runs])
 
-    log_h = geometric_mean(np.concatenate([r["grad_norms"]["h"] for r in runs]))  # [T]
+    log_h = median_log10(np.concatenate([r["grad_norms"]["h"] for r in runs]))  # [T]
     norms_h = 10.0**log_h
     summary = {
         "log10_grad_norm_h": log_h,
-        "log10_product_spectral": geometric_mean(stacked("product_spectral")),
-        "log10_product_frobenius": geometric_mean(stacked("product_frobenius")),
+        "log10_product_spectral": median_log10(stacked("product_spectral")),
+        "log10_product_frobenius": median_log10(stacked("product_frobenius")),
         "one_step_spectral_mean": np.mean(stacked("one_step_spectral"), 0),
         "decay_decades_per_step": diagnostics.fit_decay_rate(norms_h),
         "effective_memory": diagnostics.effective_memory(norms_h),
     }
     if "c" in runs[0]["grad_norms"]:
-        summary["log10_grad_norm_c"] = geometric_mean(
+        summary["log10_grad_norm_c"] = median_log10(
             np.concatenate([r["grad_norms"]["c"] for r in runs])
         )
     if "gates" in runs[0]:
