@@ -17,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import ml_collections
+import numpy as np
 
 from recur.train import checkpoint, sharding
 from recur.train.metrics import MetricWriter, Progress, to_python
@@ -43,6 +44,8 @@ class Task:
       baseline: the task metric's trivial baseline(s), reported next to it.
       notes: lines printed at the start and kept with the results (e.g. data caveats).
       info: facts about the run kept with the results (e.g. hidden size, parameter count).
+      on_eval: optional ``(step, state, eval_metrics) -> None`` called after every evaluation
+        (e.g. to keep the params with the best held-out accuracy).
     """
 
     model: nn.Module
@@ -54,14 +57,20 @@ class Task:
     baseline: dict[str, float] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    on_eval: Callable[[int, TrainState, dict[str, float]], None] | None = None
 
 
 def evaluate(eval_fn, state: TrainState, batches: Iterable[Batch], mesh) -> dict[str, float]:
-    """Mean of each metric over the batches (weighted by batch size)."""
+    """Mean of each metric over the batches, weighted by batch size, or by the sum of
+    ``batch["weights"]`` where batches are padded with weight-0 rows (the task's metrics are
+    then weighted means over the batch)."""
     totals: dict[str, float] = {}
     count = 0
     for batch in batches:
-        size = len(jax.tree.leaves(batch)[0])
+        if "weights" in batch:
+            size = float(np.sum(batch["weights"]))
+        else:
+            size = len(jax.tree.leaves(batch)[0])
         for name, value in to_python(eval_fn(state, sharding.shard_batch(batch, mesh))).items():
             totals[name] = totals.get(name, 0.0) + value * size
         count += size
@@ -126,6 +135,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
                 eval_metrics = evaluate(jit_eval_step, state, task.eval_batches(), mesh)
                 writer.write(step, "eval", eval_metrics)
                 print(f"eval at step {step}: {format_metrics(eval_metrics, task)}", flush=True)
+                if task.on_eval is not None:
+                    task.on_eval(step, state, eval_metrics)
             if step % config.checkpoint_every == 0 or last_step:
                 checkpoint.save(manager, state)
         if not eval_metrics:  # already complete: evaluate the restored state

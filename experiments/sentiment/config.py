@@ -1,0 +1,98 @@
+"""Config of the sentiment experiment (``experiments/sentiment/main.py``).
+
+Variants (comma-separated): ``sst2`` (default) or ``imdb``, ``cell=rnn|lstm|gru``,
+``bidirectional=true|false``, ``smoke``.
+
+  python -m experiments.sentiment.main --config=experiments/sentiment/config.py:sst2,cell=lstm \
+      --workdir=/tmp/sst2_lstm
+
+Expected results: the README's sentiment table (dev accuracy on SST-2, test accuracy on IMDB).
+"""
+
+import ml_collections
+
+from recur.train import optim
+
+DATASETS = {
+    # name: (train, dev, test, text column, label column); dev "" holds out dev_fraction of train.
+    "sst2": ("../shared/data/sst2/train.tsv", "../shared/data/sst2/dev.tsv", "",
+             "sentence", "label"),
+    "imdb": ("../shared/data/imdb/imdb_train.csv.gz", "", "../shared/data/imdb/imdb_test.csv.gz",
+             "text", "label"),
+}  # fmt: skip
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    items = [item for item in (arg or "").split(",") if item]
+    dataset = "imdb" if "imdb" in items else "sst2"
+    options = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key in ("cell", "bidirectional") and value:
+            options[key] = value
+        elif item not in ("sst2", "imdb", "smoke"):
+            raise ValueError(
+                f"unknown config variant {item!r}; use sst2, imdb, smoke, cell=... or "
+                "bidirectional=..."
+            )
+    train, dev, test, text_column, label_column = DATASETS[dataset]
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.data = ml_collections.ConfigDict()
+    # Dataset name (for the record) and local files: TSV (unquoted, GLUE) or CSV, plain or .gz,
+    # with a header row; any file with a text and a 0/1 label column works.
+    config.data.name = dataset
+    config.data.train_path = train
+    # Dev split file; "" holds out dev_fraction of the training file (seeded).
+    config.data.dev_path = dev
+    config.data.dev_fraction = 0.1
+    # Test split file; "" reports dev as the test set (SST-2's GLUE test labels are hidden).
+    config.data.test_path = test
+    config.data.text_column = text_column
+    config.data.label_column = label_column
+    # tensorflow-datasets name used instead of the files when set (online users):
+    # "glue/sst2" or "imdb_reviews".
+    config.data.tfds_name = ""
+    # Vocabulary from the training split: minimum count and maximum size (with <pad>, <unk>).
+    config.data.min_count = 1
+    config.data.max_vocab = 20000
+    # Tokens kept per text (the rest is cut; counted in the log).
+    config.data.max_length = 400 if dataset == "imdb" else 100
+    # Optional GloVe-format word vectors (text file) to initialise the embedding.
+    config.data.glove_path = ""
+
+    config.model = ml_collections.ConfigDict()
+    config.model.cell = options.get("cell", "lstm")
+    config.model.bidirectional = options.get("bidirectional", "false").lower() == "true"
+    config.model.embed_size = 300 if dataset == "sst2" else 128
+    config.model.hidden_size = 256 if dataset == "sst2" else 128
+    config.model.num_layers = 1
+    # last | mean | max | attention.
+    config.model.pooling = "last"
+    # Dropout on embeddings, between layers and before the classifier.
+    config.model.dropout_rate = 0.5
+    config.model.activation = "tanh"
+    config.model.recurrent_init = "orthogonal"
+    config.model.forget_bias = 1.0
+    config.model.gru_variant = "reset_after"
+
+    config.batch_size = 64
+    config.num_epochs = 5 if dataset == "sst2" else 6
+    # Derived from num_epochs (and evaluation/checkpoints every epoch) when -1.
+    config.num_steps = -1
+    config.optim = optim.default_config(learning_rate=5e-4 if dataset == "sst2" else 1e-3)
+    config.log_every = 200
+    config.eval_every = -1
+    config.checkpoint_every = -1
+
+    if "smoke" in items:
+        config.data.max_vocab = 500
+        config.data.max_length = 20
+        config.model.embed_size = 8
+        config.model.hidden_size = 8
+        config.num_epochs = 1
+        config.num_steps = 4
+        config.log_every = 2
+        config.eval_every = 2
+        config.checkpoint_every = 2
+    return config

@@ -1,0 +1,34 @@
+"""Trains a sentiment classifier (SST-2, IMDB or any labelled TSV/CSV) and reports the best dev
+checkpoint on dev and test.
+
+  python -m experiments.sentiment.main --config=experiments/sentiment/config.py:sst2,cell=lstm \
+      --workdir=/tmp/sst2_lstm
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments.sentiment import train
+from recur.train import NonFiniteLossError, quiet_logs
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Sentiment config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, vocabulary and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    quiet_logs()
+    try:
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except (ValueError, NonFiniteLossError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)

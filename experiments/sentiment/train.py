@@ -1,0 +1,240 @@
+"""Sentiment classification: data and vocabulary, training with recur.train, the params with
+the best dev accuracy kept (``best_params.msgpack``) and reported on dev and test."""
+
+import dataclasses
+import json
+import os
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import serialization
+
+from recur import cells, models
+from recur.data import sentiment
+from recur.train import Task, fit
+
+BEST_PARAMS, BEST_INFO, VOCAB = "best_params.msgpack", "best.json", "vocab.json"
+
+
+@dataclasses.dataclass
+class Split:
+    sequences: list[np.ndarray]
+    labels: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(s) for s in self.sequences])
+
+    def batches(self, batch_size: int) -> list[dict[str, np.ndarray]]:
+        """In length order (little padding), every example once, last batch padded."""
+        order = np.argsort(self.lengths, kind="stable")
+        return [
+            sentiment.pad_batch([self.sequences[i] for i in rows], self.labels[rows], batch_size)
+            for rows in (order[i : i + batch_size] for i in range(0, len(order), batch_size))
+        ]
+
+
+def _read(config, split: str) -> tuple[list[str], np.ndarray]:
+    data = config.data
+    if data.tfds_name:
+        import tensorflow_datasets as tfds  # noqa: PLC0415 - online users only
+
+        tfds_split = {"train": "train", "dev": "validation", "test": "test"}[split]
+        if data.tfds_name == "imdb_reviews" and split == "dev":
+            return [], np.zeros(0, np.int32)
+        source = tfds.data_source(data.tfds_name, split=tfds_split, download=True)
+        examples = [source[i] for i in range(len(source))]
+        key = "sentence" if "sentence" in examples[0] else "text"
+        texts = [e[key].decode() if isinstance(e[key], bytes) else e[key] for e in examples]
+        return texts, np.array([e["label"] for e in examples], np.int32)
+    path = {"train": data.train_path, "dev": data.dev_path, "test": data.test_path}[split]
+    if not path:
+        return [], np.zeros(0, np.int32)
+    return sentiment.read_labelled(path, data.text_column, data.label_column)
+
+
+def prepare(config, workdir: pathlib.Path | None = None):
+    """``(vocab, {"train", "dev", "test"} splits, notes)``; the vocabulary is saved in workdir."""
+    texts, labels = _read(config, "train")
+    dev_texts, dev_labels = _read(config, "dev")
+    if not dev_texts:  # hold out a seeded share of train
+        order = np.random.default_rng(config.seed).permutation(len(texts))
+        cut = int(round(config.data.dev_fraction * len(texts)))
+        if not 0 < cut < len(texts):
+            raise ValueError(f"data.dev_fraction {config.data.dev_fraction} leaves no dev or train")
+        dev_texts, dev_labels = [texts[i] for i in order[:cut]], labels[order[:cut]]
+        texts, labels = [texts[i] for i in order[cut:]], labels[order[cut:]]
+    test_texts, test_labels = _read(config, "test")
+    vocab_path = workdir / VOCAB if workdir else None
+    if vocab_path and vocab_path.exists():
+        vocab = sentiment.Vocabulary.load(vocab_path)
+    else:
+        tokens = [sentiment.tokenize(t) for t in texts]
+        vocab = sentiment.Vocabulary.build(tokens, config.data.min_count, config.data.max_vocab)
+        if vocab_path:
+            workdir.mkdir(parents=True, exist_ok=True)
+            vocab.save(vocab_path)
+    splits, notes = {}, [f"vocabulary: {len(vocab)} tokens (with <pad>, <unk>)"]
+    for name, (t, l) in {"train": (texts, labels), "dev": (dev_texts, dev_labels),
+                         "test": (test_texts, test_labels)}.items():  # fmt: skip
+        if not t:
+            continue
+        sequences, counts = sentiment.encode_texts(t, vocab, config.data.max_length)
+        splits[name] = Split(sequences, l)
+        notes.append(f"{name}: {len(t)} examples ({counts['truncated']} truncated to "
+                     f"{config.data.max_length} tokens, {counts['empty']} empty)")  # fmt: skip
+    return vocab, splits, notes
+
+
+def make_model(config, vocab_size: int) -> models.SequenceClassifier:
+    model = config.model
+    cells.get(model.cell, model.hidden_size, **cells.options_from_config(model))
+    return models.SequenceClassifier(
+        num_classes=2,
+        vocab_size=vocab_size,
+        embed_size=model.embed_size,
+        cell=model.cell,
+        hidden_size=model.hidden_size,
+        num_layers=model.num_layers,
+        bidirectional=model.bidirectional,
+        pooling=model.pooling,
+        dropout_rate=model.dropout_rate,
+        cell_options=cells.options_from_config(model),
+    )
+
+
+def build_task(config, vocab, splits, notes, workdir: pathlib.Path) -> Task:
+    model = make_model(config, len(vocab))
+    train = splits["train"]
+    per_epoch = -(-len(train.labels) // config.batch_size)
+    epoch_cache = {}
+
+    def train_batch(step):
+        epoch, index = divmod(step, per_epoch)
+        if epoch not in epoch_cache:
+            epoch_cache.clear()
+            epoch_cache[epoch] = sentiment.bucketed_order(
+                train.lengths, config.batch_size, config.seed, epoch
+            )
+        rows = epoch_cache[epoch][index]
+        return sentiment.pad_batch(
+            [train.sequences[i] for i in rows], train.labels[rows], config.batch_size
+        )
+
+    def loss_fn(params, batch, rng, training):
+        logits = model.apply(
+            {"params": params}, batch["tokens"], batch["lengths"], deterministic=not training,
+            rngs={"dropout": rng},
+        )  # fmt: skip
+        weights = batch["weights"]
+        total = jnp.maximum(weights.sum(), 1.0)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+        correct = logits.argmax(-1) == batch["labels"]
+        loss = jnp.sum(ce * weights) / total
+        return loss, {"accuracy": jnp.sum(correct * weights) / total}
+
+    def init_params(key):
+        params = model.init(key, jnp.zeros((1, 8), jnp.int32), jnp.ones((1,), jnp.int32))
+        params = params["params"]
+        if config.data.glove_path:
+            vectors, found = sentiment.load_glove(
+                config.data.glove_path, vocab, config.model.embed_size
+            )
+            table = params["encoder"]["embed"]["embedding"]
+            table = jnp.where(found[:, None], vectors, table)
+            params["encoder"]["embed"]["embedding"] = table
+        return params
+
+    dev_batches = splits["dev"].batches(config.batch_size)
+    best = {"accuracy": -1.0}
+    if (workdir / BEST_INFO).exists():
+        best = json.loads((workdir / BEST_INFO).read_text())
+
+    def keep_best(step, state, metrics):
+        if metrics["accuracy"] > best["accuracy"]:
+            best.update(step=step, accuracy=metrics["accuracy"])
+            temporary = workdir / (BEST_PARAMS + ".tmp")
+            temporary.write_bytes(serialization.to_bytes(jax.device_get(state.params)))
+            os.replace(temporary, workdir / BEST_PARAMS)  # never a half-written file
+            (workdir / BEST_INFO).write_text(json.dumps(best) + "\n")
+
+    return Task(
+        model=model,
+        init_params=init_params,
+        loss_fn=loss_fn,
+        train_batch=train_batch,
+        eval_batches=lambda: dev_batches,
+        metric="accuracy",
+        baseline={
+            "accuracy": float(max(np.mean(splits["dev"].labels), 1 - np.mean(splits["dev"].labels)))
+        },  # fmt: skip
+        notes=notes,
+        info={"cell": config.model.cell, "bidirectional": config.model.bidirectional},
+        on_eval=keep_best,
+    )
+
+
+def load_best_params(model, workdir: pathlib.Path):
+    template = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    path = workdir / BEST_PARAMS
+    if not path.exists():
+        raise ValueError(f"no {BEST_PARAMS} in {workdir}: train there first")
+    return serialization.from_bytes(template, path.read_bytes())
+
+
+def confusion(model, params, split: Split, batch_size: int) -> dict:
+    """Accuracy and confusion counts (label 1 = positive) of ``params`` on a split."""
+    apply = jax.jit(lambda p, t, n: model.apply({"params": p}, t, n))
+    counts = {"true_positive": 0, "false_positive": 0, "true_negative": 0, "false_negative": 0}
+    for batch in split.batches(batch_size):
+        keep = batch["weights"] > 0
+        predicted = np.asarray(apply(params, batch["tokens"], batch["lengths"]).argmax(-1))[keep]
+        truth = batch["labels"][keep]
+        counts["true_positive"] += int(np.sum((predicted == 1) & (truth == 1)))
+        counts["false_positive"] += int(np.sum((predicted == 1) & (truth == 0)))
+        counts["true_negative"] += int(np.sum((predicted == 0) & (truth == 0)))
+        counts["false_negative"] += int(np.sum((predicted == 0) & (truth == 1)))
+    total = sum(counts.values())
+    return {"accuracy": (counts["true_positive"] + counts["true_negative"]) / total, **counts}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    started = time.perf_counter()
+    workdir = pathlib.Path(workdir)
+    vocab, splits, notes = prepare(config, workdir)
+    per_epoch = -(-len(splits["train"].labels) // config.batch_size)
+    if config.num_steps < 1:
+        config.num_steps = config.num_epochs * per_epoch
+    for field in ("eval_every", "checkpoint_every"):
+        if config[field] < 1:
+            config[field] = per_epoch
+    task = build_task(config, vocab, splits, notes, workdir)
+    training = fit(config, workdir, task)
+    params = load_best_params(task.model, workdir)
+    best = json.loads((workdir / BEST_INFO).read_text())
+    results = {
+        "dataset": config.data.name,
+        "best_step": best["step"],
+        "dev": confusion(task.model, params, splits["dev"], config.batch_size),
+        "test": (
+            confusion(task.model, params, splits["test"], config.batch_size)
+            if "test" in splits
+            else None
+        ),  # fmt: skip
+        "wall_seconds": time.perf_counter() - started,
+        "training": training,
+        "command": " ".join(["python -m experiments.sentiment.main", *sys.argv[1:]]),
+        "config": json.loads(config.to_json_best_effort()),
+    }
+    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    report = f"best dev accuracy {results['dev']['accuracy']:.4f} (step {best['step']})"
+    if results["test"]:
+        report += f", test accuracy {results['test']['accuracy']:.4f}"
+    print(report, flush=True)
+    return results
