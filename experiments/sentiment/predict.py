@@ -1,6 +1,7 @@
 """Labels texts with a trained sentiment model (the params with the best dev accuracy).
 
-python -m experiments.sentiment.predict --workdir=/tmp/sst2_lstm "a gripping, beautifully acted film"
+  python -m experiments.sentiment.predict --workdir=/tmp/sst2_lstm \
+      "a gripping, beautifully acted film"
 """
 
 import json
