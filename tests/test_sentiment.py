@@ -1,0 +1,138 @@
+"""Sentiment data and experiment: tokenizer, vocabulary, masking, bucketing, errors, CLI."""
+
+import gzip
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_train import run_module
+
+from experiments.sentiment import config as sentiment_config
+from experiments.sentiment import train as sentiment_train
+from recur.data import sentiment
+
+SHARED_SST2 = pathlib.Path(__file__).parents[1] / "../shared/data/sst2"
+
+
+def test_tokenizer():
+    assert sentiment.tokenize("Don't<br />STOP!  It's 10/10.") == [
+        "don't", "stop", "!", "it's", "10", "/", "10", ".",
+    ]  # fmt: skip
+    assert sentiment.tokenize("") == []
+
+
+def test_vocabulary_build_encode_round_trip(tmp_path):
+    texts = [["a", "b", "a"], ["c", "a", "b"], ["d"]]
+    vocab = sentiment.Vocabulary.build(texts, min_count=1, max_size=5)
+    assert vocab.tokens == ["<pad>", "<unk>", "a", "b", "c"]  # by count, ties alphabetical
+    assert vocab.encode(["a", "zzz", "c"]) == [2, sentiment.UNK_ID, 4]
+    assert vocab.decode([2, 3]) == ["a", "b"]
+    assert sentiment.Vocabulary.build(texts, min_count=2).tokens == ["<pad>", "<unk>", "a", "b"]
+    vocab.save(tmp_path / "vocab.json")
+    assert sentiment.Vocabulary.load(tmp_path / "vocab.json").tokens == vocab.tokens
+
+
+def test_bucketing_yields_every_example_exactly_once():
+    lengths = np.random.default_rng(0).integers(1, 60, 1000)
+    batches = sentiment.bucketed_order(lengths, 64, seed=0, epoch=3)
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 10  # batches hold similar lengths (random batches: ~55)
+    again = sentiment.bucketed_order(lengths, 64, seed=0, epoch=3)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def test_padding_a_batch_does_not_change_any_logits():
+    config = sentiment_config.get_config("smoke,bidirectional=true")
+    config.model.pooling = "mean"
+    model = sentiment_train.make_model(config, 50)
+    sequences = [np.array(s, np.int32) for s in ([5, 6, 7, 8, 9, 10, 11], [12, 13], [14])]
+    batch = sentiment.pad_batch(sequences, np.array([1, 0, 1]), batch_size=4)
+    assert batch["tokens"].shape == (4, 8) and batch["weights"].tolist() == [1, 1, 1, 0]
+    params = model.init(jax.random.key(0), batch["tokens"], batch["lengths"])
+    logits = model.apply(params, batch["tokens"], batch["lengths"])
+    for row, sequence in enumerate(sequences):
+        alone = model.apply(params, jnp.asarray(sequence)[None], jnp.array([len(sequence)]))
+        np.testing.assert_allclose(logits[row], alone[0], atol=1e-5)
+
+
+def write_tsv(path, rows, header="sentence\tlabel"):
+    path.write_text(header + "\n" + "".join(f"{text}\t{label}\n" for text, label in rows))
+    return path
+
+
+def test_malformed_rows_name_file_and_line(tmp_path):
+    path = write_tsv(tmp_path / "bad.tsv", [("fine film ", 1), ("awful ", 2)])
+    with pytest.raises(ValueError, match=r"bad.tsv, line 3: label must be 0 or 1, got '2'"):
+        sentiment.read_labelled(path, "sentence", "label")
+    path.write_text("sentence\tlabel\nfine film \t1\nno label here\n")
+    with pytest.raises(ValueError, match=r"bad.tsv, line 3: missing column"):
+        sentiment.read_labelled(path, "sentence", "label")
+    with pytest.raises(ValueError, match="no column 'review'; columns: sentence, label"):
+        sentiment.read_labelled(path, "review", "label")
+    with pytest.raises(ValueError, match="sentiment file .*none.tsv does not exist"):
+        sentiment.read_labelled(tmp_path / "none.tsv", "sentence", "label")
+
+
+def test_csv_gz_and_glove(tmp_path):
+    path = tmp_path / "reviews.csv.gz"
+    with gzip.open(path, "wt", encoding="utf-8", newline="") as f:
+        f.write('id,label,text\n1,1,"Great, great film.<br />Loved it"\n2,0,"Dull"\n')
+    texts, labels = sentiment.read_labelled(path, "text", "label")
+    assert texts[0] == "Great, great film.<br />Loved it" and labels.tolist() == [1, 0]
+    vocab = sentiment.Vocabulary.build([sentiment.tokenize(t) for t in texts])
+    glove = tmp_path / "glove.txt"
+    glove.write_text("great 0.5 -1.0\nunseen 9 9\nfilm 2 3\n")
+    vectors, found = sentiment.load_glove(glove, vocab, 2)
+    np.testing.assert_array_equal(vectors[vocab.ids["great"]], [0.5, -1.0])
+    assert found.sum() == 2 and not found[sentiment.PAD_ID]
+    with pytest.raises(ValueError, match="glove.txt, line 1: 2 values, expected embed_size 3"):
+        sentiment.load_glove(glove, vocab, 3)
+
+
+@pytest.mark.skipif(not SHARED_SST2.is_dir(), reason="../shared/data/sst2 is not present")
+def test_shared_sst2_dev():
+    texts, labels = sentiment.read_labelled(SHARED_SST2 / "dev.tsv", "sentence", "label")
+    assert len(texts) == 872 and np.bincount(labels).tolist() == [428, 444]
+
+
+def test_smoke_train_and_predict_from_the_command_line(tmp_path):
+    rng = np.random.default_rng(0)
+    good, bad = ["great", "superb", "moving", "fine"], ["dull", "awful", "boring", "flat"]
+    rows = []
+    for _ in range(200):
+        label = int(rng.integers(2))
+        words = rng.choice(good if label else bad, 3).tolist() + ["film"]
+        rows.append((" ".join(words) + " ", label))
+    train = write_tsv(tmp_path / "train.tsv", rows[:160])
+    dev = write_tsv(tmp_path / "dev.tsv", rows[160:])
+    workdir = tmp_path / "run"
+    result = run_module(
+        "experiments.sentiment.main",
+        "--config=experiments/sentiment/config.py:smoke,cell=gru,bidirectional=true",
+        f"--config.data.train_path={train}",
+        f"--config.data.dev_path={dev}",
+        "--config.num_steps=20",
+        "--config.optim.learning_rate=0.01",
+        "--config.batch_size=16",
+        f"--workdir={workdir}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "best dev accuracy" in result.stdout
+    record = json.loads((workdir / "results.json").read_text())
+    dev_counts = record["dev"]
+    assert sum(v for k, v in dev_counts.items() if k != "accuracy") == 40
+    assert record["test"] is None and record["dev"]["accuracy"] > 0.8
+    predicted = run_module(
+        "experiments.sentiment.predict",
+        f"--workdir={workdir}",
+        "superb moving great film",
+        "awful dull boring film",
+    )
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    lines = predicted.stdout.strip().splitlines()
+    assert lines[0].startswith("positive\t") and lines[1].startswith("negative\t")
