@@ -1,0 +1,120 @@
+"""Language-modelling text: corpora from local files, word and character vocabularies, and the
+stream layout for truncated backpropagation through time.
+
+Word level follows Mikolov's PTB: whitespace-split words plus one ``<eos>`` per line; the
+PTB files already map rare words to ``<unk>``, and words outside the vocabulary in user text
+map to ``<unk>`` too. Character level reads every character (newline as ``\\n``); PTB's char
+files (``ptb.char.*``) are space-separated characters with ``_`` for word boundaries and are
+read token by token with one ``<eos>`` per line, like the word level.
+"""
+
+import dataclasses
+import gzip
+import json
+import pathlib
+
+import numpy as np
+
+EOS, UNK = "<eos>", "<unk>"
+LEVELS = ("word", "char", "char_tokens")
+
+
+def read_text(path: str | pathlib.Path) -> str:
+    """A UTF-8 text file, plain or ``.gz``.
+
+    Raises:
+      ValueError: naming the file when it is missing, empty or not UTF-8 text.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"corpus file {path} does not exist")
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                text = f.read()
+        else:
+            text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError, EOFError) as error:
+        raise ValueError(f"corpus file {path} cannot be read as UTF-8 text: {error}") from None
+    if not text.strip():
+        raise ValueError(f"corpus file {path} is empty")
+    return text
+
+
+def tokens_of(text: str, level: str) -> list[str]:
+    """``word``: words + ``<eos>`` per line; ``char``: every character; ``char_tokens``:
+    space-separated symbols + ``<eos>`` per line (PTB's char files)."""
+    if level == "char":
+        return list(text)
+    if level not in LEVELS:
+        raise ValueError(f"unknown text level {level!r}; available: {', '.join(LEVELS)}")
+    tokens = []
+    for line in text.splitlines():
+        words = line.split()
+        if words:
+            tokens += [*words, EOS]
+    return tokens
+
+
+@dataclasses.dataclass
+class Vocabulary:
+    """Token <-> id, built from the training split; unknown tokens map to ``<unk>``."""
+
+    tokens: list[str]
+
+    def __post_init__(self):
+        self.ids = {token: i for i, token in enumerate(self.tokens)}
+
+    @classmethod
+    def build(cls, tokens: list[str]) -> "Vocabulary":
+        """Every distinct training token, most frequent first (ties in order of appearance),
+        plus ``<unk>`` if the training text has none."""
+        counts: dict[str, int] = {}
+        for token in tokens:
+            counts[token] = counts.get(token, 0) + 1
+        ordered = sorted(counts, key=lambda t: -counts[t])  # stable: first appearance on ties
+        if UNK not in counts:
+            ordered.append(UNK)
+        return cls(ordered)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, tokens: list[str]) -> np.ndarray:
+        unk = self.ids[UNK]
+        return np.array([self.ids.get(token, unk) for token in tokens], np.int32)
+
+    def decode(self, ids) -> list[str]:
+        return [self.tokens[int(i)] for i in ids]
+
+    def save(self, path: pathlib.Path) -> None:
+        path.write_text(json.dumps(self.tokens) + "\n")
+
+    @classmethod
+    def load(cls, path: pathlib.Path) -> "Vocabulary":
+        return cls(json.loads(path.read_text()))
+
+
+def streams(ids: np.ndarray, batch_size: int) -> np.ndarray:
+    """The corpus cut into ``batch_size`` contiguous streams, ``[batch_size, N // batch_size]``
+    (the remainder dropped): row b continues where it left off from one window to the next."""
+    length = len(ids) // batch_size
+    if length < 2:
+        raise ValueError(f"{len(ids)} tokens are too few for {batch_size} streams")
+    return ids[: length * batch_size].reshape(batch_size, length)
+
+
+def num_windows(stream_array: np.ndarray, bptt: int) -> int:
+    """Windows per epoch: each predicts ``bptt`` next tokens (the last may be shorter)."""
+    return -(-(stream_array.shape[1] - 1) // bptt)
+
+
+def window(stream_array: np.ndarray, index: int, bptt: int) -> dict[str, np.ndarray]:
+    """Window ``index``: ``inputs [B, t]`` and ``targets [B, t]`` (inputs shifted by one),
+    ``t = bptt`` except possibly for the last window. Window i+1 of row b starts right after
+    window i of row b, so the final state of one window is the initial state of the next."""
+    start = index * bptt
+    stop = min(start + bptt, stream_array.shape[1] - 1)
+    if not 0 <= start < stop:
+        raise ValueError(f"window {index} is outside the {num_windows(stream_array, bptt)} windows")
+    return {"inputs": stream_array[:, start:stop], "targets": stream_array[:, start + 1 : stop + 1]}
