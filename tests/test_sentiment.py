@@ -28,7 +28,7 @@ def test_vocabulary_build_encode_round_trip(tmp_path):
     texts = [["a", "b", "a"], ["c", "a", "b"], ["d"]]
     vocab = sentiment.Vocabulary.build(texts, min_count=1, max_size=5)
     assert vocab.tokens == ["<pad>", "<unk>", "a", "b", "c"]  # by count, ties alphabetical
-    assert vocab.encode(["a", "zzz", "c"]) == [2, sentiment.UNK_ID, 4]
+    assert vocab.encode(["a", "zzz", "c"]).tolist() == [2, sentiment.UNK_ID, 4]
     assert vocab.decode([2, 3]) == ["a", "b"]
     assert sentiment.Vocabulary.build(texts, min_count=2).tokens == ["<pad>", "<unk>", "a", "b"]
     vocab.save(tmp_path / "vocab.json")

@@ -9,14 +9,13 @@ an interrupted one from its checkpoint.
 
 import json
 import pathlib
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.compare import report
 from experiments.probes import train
-from recur.train import NonFiniteLossError, quiet_logs
+from recur.train.cli import experiment_main
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Compare config file.", lock_config=True)
@@ -39,24 +38,19 @@ def run_point(config, workdir: pathlib.Path, cell: str, T: int, seed: int) -> di
     return {**train.train_and_evaluate(point, str(point_dir)), "run_dir": point_dir.name}
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    quiet_logs()
-    config, workdir = FLAGS.config, pathlib.Path(FLAGS.workdir)
-    try:
-        points = [
-            {**run_point(config, workdir, cell, T, seed), "seed": seed}
-            for T in config.lengths
-            for cell in config.cells
-            for seed in config.seeds
-        ]
-    except (ValueError, NonFiniteLossError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+def run_grid(config, workdir: str) -> str:
+    """Trains (or loads) every grid point, then writes and returns the report's table."""
+    workdir = pathlib.Path(workdir)
+    points = [
+        {**run_point(config, workdir, cell, T, seed), "seed": seed}
+        for T in config.lengths
+        for cell in config.cells
+        for seed in config.seeds
+    ]
     table = report.write(workdir, config, points)
     print(table)
+    return table
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(experiment_main(run_grid))

@@ -7,13 +7,12 @@ Overrides: ``--config.optim.learning_rate=3e-4``. Rerunning with the same ``--wo
 resumes from the latest checkpoint.
 """
 
-import sys
-
 from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.probes import train
-from recur.train import NonFiniteLossError, quiet_logs, sharding
+from recur.train import sharding
+from recur.train.cli import experiment_main
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Probe config file.", lock_config=True)
@@ -21,18 +20,10 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and res
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    quiet_logs()
-    sharding.maybe_initialize_distributed(FLAGS.distributed)
-    try:
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (ValueError, NonFiniteLossError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(
+        experiment_main(
+            train.train_and_evaluate,
+            before=lambda: sharding.maybe_initialize_distributed(FLAGS.distributed),
+        )
+    )

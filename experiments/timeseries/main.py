@@ -7,13 +7,11 @@ Writes ``results.json`` (test RMSE / MAE / MAPE of the model, the last-value and
 autoregression baselines, in original units) and ``forecast.png`` to the workdir.
 """
 
-import sys
-
 from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.timeseries import train
-from recur.train import NonFiniteLossError, quiet_logs
+from recur.train.cli import experiment_main
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Time-series config file.", lock_config=True)
@@ -21,16 +19,5 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and res
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    quiet_logs()
-    try:
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (ValueError, NonFiniteLossError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(experiment_main(train.train_and_evaluate))

@@ -9,14 +9,14 @@ punctuation characters: ``re.findall(r"[a-z0-9]+(?:'[a-z]+)?|[^\\sa-z0-9]", text
 
 import collections
 import csv
-import dataclasses
 import gzip
 import io
-import json
 import pathlib
 import re
 
 import numpy as np
+
+from recur.data import vocabulary
 
 TOKEN_PATTERN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 PAD, UNK = "<pad>", "<unk>"
@@ -28,14 +28,8 @@ def tokenize(text: str) -> list[str]:
     return TOKEN_PATTERN.findall(text.lower().replace("<br />", " "))
 
 
-@dataclasses.dataclass
-class Vocabulary:
+class Vocabulary(vocabulary.Vocabulary):
     """Token <-> id; id 0 is ``<pad>``, id 1 is ``<unk>`` (every unknown token)."""
-
-    tokens: list[str]
-
-    def __post_init__(self):
-        self.ids = {token: i for i, token in enumerate(self.tokens)}
 
     @classmethod
     def build(cls, texts: list[list[str]], min_count: int = 1, max_size: int = 0):
@@ -48,22 +42,6 @@ class Vocabulary:
         if max_size:
             kept = kept[: max_size - 2]
         return cls([PAD, UNK, *kept])
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, tokens: list[str]) -> list[int]:
-        return [self.ids.get(token, UNK_ID) for token in tokens]
-
-    def decode(self, ids) -> list[str]:
-        return [self.tokens[i] for i in ids]
-
-    def save(self, path: pathlib.Path) -> None:
-        path.write_text(json.dumps(self.tokens) + "\n")
-
-    @classmethod
-    def load(cls, path: pathlib.Path) -> "Vocabulary":
-        return cls(json.loads(path.read_text()))
 
 
 def _open_text(path: pathlib.Path):
@@ -120,7 +98,7 @@ def encode_texts(
         ids = vocab.encode(tokenize(text))
         if len(ids) > max_length:
             ids, truncated = ids[:max_length], truncated + 1
-        if not ids:
+        if len(ids) == 0:
             ids, empty = [UNK_ID], empty + 1
         encoded.append(np.array(ids, np.int32))
     return encoded, {"truncated": truncated, "empty": empty}

@@ -8,12 +8,12 @@ files (``ptb.char.*``) are space-separated characters with ``_`` for word bounda
 read token by token with one ``<eos>`` per line, like the word level.
 """
 
-import dataclasses
 import gzip
-import json
 import pathlib
 
 import numpy as np
+
+from recur.data import vocabulary
 
 EOS, UNK = "<eos>", "<unk>"
 LEVELS = ("word", "char", "char_tokens")
@@ -56,14 +56,8 @@ def tokens_of(text: str, level: str) -> list[str]:
     return tokens
 
 
-@dataclasses.dataclass
-class Vocabulary:
+class Vocabulary(vocabulary.Vocabulary):
     """Token <-> id, built from the training split; unknown tokens map to ``<unk>``."""
-
-    tokens: list[str]
-
-    def __post_init__(self):
-        self.ids = {token: i for i, token in enumerate(self.tokens)}
 
     @classmethod
     def build(cls, tokens: list[str]) -> "Vocabulary":
@@ -76,23 +70,6 @@ class Vocabulary:
         if UNK not in counts:
             ordered.append(UNK)
         return cls(ordered)
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, tokens: list[str]) -> np.ndarray:
-        unk = self.ids[UNK]
-        return np.array([self.ids.get(token, unk) for token in tokens], np.int32)
-
-    def decode(self, ids) -> list[str]:
-        return [self.tokens[int(i)] for i in ids]
-
-    def save(self, path: pathlib.Path) -> None:
-        path.write_text(json.dumps(self.tokens) + "\n")
-
-    @classmethod
-    def load(cls, path: pathlib.Path) -> "Vocabulary":
-        return cls(json.loads(path.read_text()))
 
 
 def streams(ids: np.ndarray, batch_size: int) -> np.ndarray:
