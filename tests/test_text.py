@@ -70,3 +70,28 @@ def test_ptb_word_and_char_counts():
     assert len(valid) == 73_760
     chars = text.tokens_of(text.read_text(SHARED_PTB / "ptb.char.valid.txt.gz"), "char_tokens")
     assert len(chars) == 389_672 + 3_370  # characters plus one <eos> per line
+
+
+def test_split_text_and_find_split_files(tmp_path):
+    train, valid = text.split_text("one two\nthree four\nfive six\n", 0.5)
+    assert (train, valid) == ("one two\nthree four\n", "five six\n")  # cut at a line break
+    with pytest.raises(ValueError, match="leaves an empty train or valid split"):
+        text.split_text("one line only\n", 0.5)
+    with pytest.raises(ValueError, match="train_fraction must be in"):
+        text.split_text("a\nb\n", 1.0)
+    for name in ("x.train.txt", "x.valid.txt.gz", "x.test.txt", "README"):
+        (tmp_path / name).write_text("w\n")
+    (tmp_path / "README").unlink()
+    found = text.find_split_files(tmp_path)
+    assert {k: p.name for k, p in found.items()} == {
+        "train": "x.train.txt", "valid": "x.valid.txt.gz", "test": "x.test.txt",
+    }  # fmt: skip
+    (tmp_path / "y.train.txt").write_text("w\n")
+    with pytest.raises(ValueError, match="several train files"):
+        text.find_split_files(tmp_path)
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "input.txt").write_text("w\n")
+    assert text.find_split_files(single) == {"train": single / "input.txt"}
+    with pytest.raises(ValueError, match="corpus directory .*nowhere does not exist"):
+        text.find_split_files(tmp_path / "nowhere")

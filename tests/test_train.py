@@ -53,7 +53,8 @@ def test_schedules_and_clipping():
         optim__decay_start=20, optim__learning_rate=1.0,
     )  # fmt: skip
     schedule = make_schedule(config.optim, 100)
-    assert [float(schedule(s)) for s in (0, 20, 29, 30, 45)] == [1.0, 1.0, 1.0, 0.5, 0.25]
+    rates = [float(schedule(s)) for s in (0, 19, 20, 29, 30, 45)]
+    assert rates == [1.0, 1.0, 0.5, 0.5, 0.25, 0.125]  # first decay at decay_start
     config.optim.schedule, config.optim.warmup_steps = "warmup_cosine", 10
     schedule = make_schedule(config.optim, 100)
     assert float(schedule(0)) == 0.0 and float(schedule(10)) == pytest.approx(1.0)

@@ -95,3 +95,64 @@ def window(stream_array: np.ndarray, index: int, bptt: int) -> dict[str, np.ndar
     if not 0 <= start < stop:
         raise ValueError(f"window {index} is outside the {num_windows(stream_array, bptt)} windows")
     return {"inputs": stream_array[:, start:stop], "targets": stream_array[:, start + 1 : stop + 1]}
+
+
+def find_split_files(directory: str | pathlib.Path) -> dict[str, pathlib.Path]:
+    """The ``train`` / ``valid`` / ``test`` text files of a directory, by name: a file whose
+    name contains ``train`` (``valid`` or ``dev``, ``test``); with no such names, the one text
+    file in it (to be split).
+
+    Raises:
+      ValueError: when the directory is missing, has no text file or several candidates for
+        one split (name the files with ``train_path``/``valid_path``/``test_path`` instead).
+    """
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"corpus directory {directory} does not exist")
+    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = [p for p in files if p.suffix in (".txt", ".gz", "") or p.name.endswith(".txt.gz")]
+    found = {}
+    for split, keys in (("train", ("train",)), ("valid", ("valid", "dev")), ("test", ("test",))):
+        matches = [p for p in files if any(key in p.name for key in keys)]
+        if len(matches) > 1:
+            names = ", ".join(p.name for p in matches)
+            raise ValueError(
+                f"corpus directory {directory} has several {split} files ({names}); "
+                "name one with the train/valid/test path fields"
+            )
+        if matches:
+            found[split] = matches[0]
+    if not found:
+        if len(files) != 1:
+            raise ValueError(
+                f"corpus directory {directory} has {len(files)} text files and none named "
+                "train/valid/test"
+            )
+        found["train"] = files[0]
+    if "train" not in found:
+        raise ValueError(f"corpus directory {directory} has no file named *train*")
+    return found
+
+
+def split_text(text: str, train_fraction: float) -> tuple[str, str]:
+    """The first ``train_fraction`` of the characters and the rest, cut after the first line
+    break at or past that point so no word is split (the customary 90/10 split of Tiny
+    Shakespeare, up to one line)."""
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    cut = int(len(text) * train_fraction)
+    line_end = text.find("\n", cut)
+    cut = line_end + 1 if line_end >= 0 else cut
+    if not text[:cut].strip() or not text[cut:].strip():
+        raise ValueError(f"train_fraction {train_fraction} leaves an empty train or valid split")
+    return text[:cut], text[cut:]
+
+
+def read_tfds_text(name: str, split: str, key: str = "text") -> str:
+    """All ``key`` fields of a tensorflow-datasets split joined (e.g. ``tiny_shakespeare``,
+    whose splits are one example each); downloads when needed (online users)."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415 - online users only
+
+    source = tfds.data_source(name, split=split, download=True)
+    pieces = [source[i][key] for i in range(len(source))]
+    return "".join(p.decode("utf-8") if isinstance(p, bytes) else p for p in pieces)

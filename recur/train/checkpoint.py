@@ -1,6 +1,7 @@
 """Checkpoints with orbax ``CheckpointManager``: the saved pytree is the state's
-``{step, params, opt_state}``; orbax writes to a temporary folder and renames it when complete,
-so an interrupted save never replaces the last good checkpoint."""
+``{step, params, opt_state}`` (plus ``carry`` for stateful tasks); orbax writes to a temporary
+folder and renames it when complete, so an interrupted save never replaces the last good
+checkpoint."""
 
 import pathlib
 
@@ -18,7 +19,10 @@ def make_manager(workdir: pathlib.Path, max_to_keep: int = 2) -> ocp.CheckpointM
 
 
 def _saved(state: TrainState) -> dict:
-    return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+    saved = {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+    if state.carry is not None:
+        saved["carry"] = state.carry
+    return saved
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -46,6 +47,10 @@ class Task:
       info: facts about the run kept with the results (e.g. hidden size, parameter count).
       on_eval: optional ``(step, state, eval_metrics) -> None`` called after every evaluation
         (e.g. to keep the params with the best held-out accuracy).
+      initial_carry: for stateful tasks (truncated BPTT), the carry the training state starts
+        with (see :mod:`recur.train.state`); the task's batches say when to reset it.
+      summarize: optional ``metrics -> metrics`` applied to the evaluation's means, for
+        metrics that are not means over batches (e.g. perplexity = exp(mean loss)).
     """
 
     model: nn.Module
@@ -58,23 +63,36 @@ class Task:
     notes: list[str] = dataclasses.field(default_factory=list)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     on_eval: Callable[[int, TrainState, dict[str, float]], None] | None = None
+    initial_carry: Any = None
+    summarize: Callable[[dict[str, float]], dict[str, float]] | None = None
 
 
-def evaluate(eval_fn, state: TrainState, batches: Iterable[Batch], mesh) -> dict[str, float]:
+def evaluate(
+    eval_fn, state: TrainState, batches: Iterable[Batch], mesh, summarize=None
+) -> dict[str, float]:
     """Mean of each metric over the batches, weighted by batch size, or by the sum of
-    ``batch["weights"]`` where batches are padded with weight-0 rows (the task's metrics are
-    then weighted means over the batch)."""
+    ``batch["weights"]`` where batches are padded with weight-0 rows or hold a weight per
+    token (the task's metrics are then weighted means over the batch). A ``carry`` returned by
+    one batch is passed to the next (stateful tasks: the first batch starts from zeros).
+    ``summarize``, if given, maps the means to the reported metrics."""
     totals: dict[str, float] = {}
     count = 0
+    carry = None
     for batch in batches:
         if "weights" in batch:
             size = float(np.sum(batch["weights"]))
         else:
             size = len(jax.tree.leaves(batch)[0])
-        for name, value in to_python(eval_fn(state, sharding.shard_batch(batch, mesh))).items():
+        batch = sharding.shard_batch(batch, mesh)
+        if carry is not None:
+            batch = {**batch, "carry": carry}
+        metrics = dict(eval_fn(state, batch))
+        carry = metrics.pop("carry", None)
+        for name, value in to_python(metrics).items():
             totals[name] = totals.get(name, 0.0) + value * size
         count += size
-    return {name: total / count for name, total in totals.items()}
+    means = {name: total / count for name, total in totals.items()}
+    return summarize(means) if summarize is not None else means
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task) -> dict:
@@ -103,6 +121,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
         params=task.init_params(init_rng),
         tx=optimizer,
         loss_fn=task.loss_fn,
+        # One buffer per leaf: the state is donated, and a task may share one zero array.
+        carry=jax.tree.map(lambda x: jnp.array(x, copy=True), task.initial_carry),
     )
     manager = checkpoint.make_manager(workdir)
     state = checkpoint.restore_latest(manager, state)
@@ -132,7 +152,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
                 values = writer.write(step, "train", {**metrics, "learning_rate": schedule(step)})
                 progress.line(step, values, task.metric)
             if step % config.eval_every == 0 or last_step:
-                eval_metrics = evaluate(jit_eval_step, state, task.eval_batches(), mesh)
+                eval_metrics = evaluate(
+                    jit_eval_step, state, task.eval_batches(), mesh, task.summarize
+                )
                 writer.write(step, "eval", eval_metrics)
                 print(f"eval at step {step}: {format_metrics(eval_metrics, task)}", flush=True)
                 if task.on_eval is not None:
@@ -140,7 +162,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
             if step % config.checkpoint_every == 0 or last_step:
                 checkpoint.save(manager, state)
         if not eval_metrics:  # already complete: evaluate the restored state
-            eval_metrics = evaluate(jit_eval_step, state, task.eval_batches(), mesh)
+            eval_metrics = evaluate(jit_eval_step, state, task.eval_batches(), mesh, task.summarize)
     finally:
         manager.wait_until_finished()
         manager.close()
@@ -176,7 +198,10 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Pat
     workdir = pathlib.Path(workdir)
     optimizer, _ = make_optimizer(config.optim, config.num_steps)
     state = TrainState.create(
-        apply_fn=task.model.apply, params=task.init_params(jax.random.key(0)), tx=optimizer
+        apply_fn=task.model.apply,
+        params=task.init_params(jax.random.key(0)),
+        tx=optimizer,
+        carry=task.initial_carry,
     )
     manager = checkpoint.make_manager(workdir)
     try:

@@ -6,9 +6,9 @@ Config fields (``config.optim``):
   momentum: SGD momentum (0 for plain SGD) and RMSProp momentum.
   weight_decay: decoupled weight decay of ``adamw``.
   schedule: ``constant`` | ``step`` | ``warmup_cosine``.
-  decay_factor, decay_every: ``step`` multiplies the rate by ``decay_factor`` every
-    ``decay_every`` steps, starting at step ``decay_start`` (e.g. Zaremba et al.'s
-    per-epoch decay after epoch k).
+  decay_factor, decay_every, decay_start: ``step`` multiplies the rate by ``decay_factor``
+    at step ``decay_start`` and again every ``decay_every`` steps after it (e.g. Zaremba et
+    al.'s per-epoch decay: ``decay_start`` = the first step of the first decayed epoch).
   warmup_steps: linear warm-up of ``warmup_cosine``; then cosine decay to 0 at the last step.
   clip_norm: clip gradients by global norm (0 or less: no clipping).
 """
@@ -46,9 +46,11 @@ def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.
     if config.schedule == "constant":
         return optax.constant_schedule(lr)
     if config.schedule == "step":
-        start = config.get("decay_start", 0)
-        return optax.exponential_decay(
-            lr, config.decay_every, config.decay_factor, transition_begin=start, staircase=True
+        decayed = optax.exponential_decay(
+            lr * config.decay_factor, config.decay_every, config.decay_factor, staircase=True
+        )
+        return optax.join_schedules(
+            [optax.constant_schedule(lr), decayed], [config.get("decay_start", 0)]
         )
     if config.schedule == "warmup_cosine":
         return optax.warmup_cosine_decay_schedule(

@@ -1,0 +1,142 @@
+"""Config of the language-modelling experiment (``experiments/lm/main.py``).
+
+Variants (comma-separated): ``ptb_small`` (default), ``ptb_medium``, ``ptb_char``,
+``shakespeare_char``, ``cell=rnn|lstm|gru``, ``smoke``.
+
+  python -m experiments.lm.main --config=experiments/lm/config.py:ptb_small,cell=lstm \
+      --workdir=/tmp/ptb_small_lstm
+  python -m experiments.lm.sample --workdir=/tmp/ptb_small_lstm --prompt="the company said"
+
+Expected results: Zaremba et al. (2014) report 120.7 valid / 114.5 test perplexity for the
+``ptb_small`` LSTM and 86.2 / 82.7 for ``ptb_medium``; the README's language-modelling table has
+what this code measured.
+"""
+
+import ml_collections
+
+from recur.train import optim
+
+PTB = "../shared/data/ptb"
+SHAKESPEARE = "../shared/data/tinyshakespeare/input.txt"
+VARIANTS = ("ptb_small", "ptb_medium", "ptb_char", "shakespeare_char")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    items = [item for item in (arg or "").split(",") if item]
+    variant = next((item for item in items if item in VARIANTS), "ptb_small")
+    cell = "lstm"
+    for item in items:
+        key, _, value = item.partition("=")
+        if key == "cell" and value:
+            cell = value
+        elif item not in (*VARIANTS, "smoke"):
+            raise ValueError(
+                f"unknown config variant {item!r}; use {', '.join(VARIANTS)}, smoke or cell=..."
+            )
+
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.variant = variant
+    config.data = ml_collections.ConfigDict()
+    # word: whitespace words + one <eos> per line (Mikolov's PTB); char: every character;
+    # char_tokens: space-separated symbols + <eos> per line (PTB's ptb.char.* files).
+    config.data.level = "word"
+    # Local text files, plain or .gz. train_path may also be a directory holding *train*,
+    # *valid*, *test* files (or one file to split). valid_path "": the last
+    # 1 - train_fraction of the training text is held out. test_path "": valid is reported.
+    config.data.train_path = f"{PTB}/ptb.train.txt"
+    config.data.valid_path = f"{PTB}/ptb.valid.txt"
+    config.data.test_path = f"{PTB}/ptb.test.txt"
+    config.data.train_fraction = 0.9
+    # tensorflow-datasets name used instead of the files when set (online users), e.g.
+    # "tiny_shakespeare"; its splits train/validation/test, text in the "text" feature.
+    config.data.tfds_name = ""
+
+    config.model = ml_collections.ConfigDict()
+    config.model.cell = cell
+    config.model.embed_size = 200
+    config.model.hidden_size = 200
+    config.model.num_layers = 2
+    # Dropout on the non-recurrent connections (embedding, between layers, before the softmax).
+    config.model.dropout_rate = 0.0
+    # One dropout mask per sequence and window, shared across time (Gal & Ghahramani 2016).
+    config.model.variational_dropout = False
+    # Output layer = embedding matrix (needs embed_size == hidden_size).
+    config.model.tie_embeddings = False
+    # Every parameter drawn from U(-init_scale, init_scale) as in Zaremba et al.; 0 keeps the
+    # cells' own initialisers (and the LSTM forget bias below).
+    config.model.init_scale = 0.1
+    config.model.activation = "tanh"
+    config.model.recurrent_init = "orthogonal"
+    config.model.forget_bias = 0.0
+    config.model.gru_variant = "reset_after"
+
+    # Streams per batch and truncated-BPTT window length.
+    config.batch_size = 20
+    config.bptt = 20
+    # Evaluation runs batch_size streams of the whole split with the state carried across
+    # windows of eval_bptt tokens; 1 stream scores every token with its full left context.
+    config.eval_batch_size = 1
+    config.eval_bptt = 200
+    # Loss summed over the window's time steps and averaged over the batch (Zaremba et al.'s
+    # TensorFlow code; with SGD this scales the step by bptt); False: mean over tokens.
+    config.sum_over_time = True
+    config.num_epochs = 13
+    # Derived from num_epochs (and evaluation/checkpoints every epoch) when -1.
+    config.num_steps = -1
+    # The learning rate is multiplied by optim.decay_factor from this epoch on (1-based) and
+    # once more every epoch after; optim.decay_every/decay_start are derived from it.
+    config.decay_from_epoch = 5
+    config.optim = optim.default_config(
+        name="sgd", learning_rate=1.0, schedule="step", decay_factor=0.5, clip_norm=5.0
+    )
+    config.log_every = 200
+    config.eval_every = -1
+    config.checkpoint_every = 500
+
+    if variant == "ptb_medium":
+        config.model.embed_size = config.model.hidden_size = 650
+        config.model.dropout_rate = 0.5
+        config.model.init_scale = 0.05
+        config.bptt = 35
+        config.num_epochs = 39
+        config.decay_from_epoch = 7
+        config.optim.decay_factor = 0.8
+    elif variant in ("ptb_char", "shakespeare_char"):
+        config.data.level = "char_tokens" if variant == "ptb_char" else "char"
+        if variant == "ptb_char":
+            config.data.train_path = f"{PTB}/ptb.char.train.txt.gz"
+            config.data.valid_path = f"{PTB}/ptb.char.valid.txt.gz"
+            config.data.test_path = f"{PTB}/ptb.char.test.txt.gz"
+        else:
+            config.data.train_path = SHAKESPEARE
+            config.data.valid_path = config.data.test_path = ""
+        config.model.embed_size = 64
+        config.model.hidden_size = 256
+        config.model.dropout_rate = 0.1
+        config.model.init_scale = 0.0
+        config.model.forget_bias = 1.0
+        config.batch_size = 64
+        config.bptt = 100
+        config.eval_batch_size = 8
+        config.eval_bptt = 500
+        config.sum_over_time = False
+        config.num_epochs = 10 if variant == "shakespeare_char" else 4
+        config.decay_from_epoch = config.num_epochs + 1
+        config.optim = optim.default_config(learning_rate=2e-3, clip_norm=5.0)
+
+    if "smoke" in items:
+        config.data.train_path = f"{PTB}/ptb.valid.txt"
+        config.data.valid_path = config.data.test_path = ""
+        config.model.embed_size = config.model.hidden_size = 16
+        config.batch_size = 4
+        config.bptt = 8
+        config.eval_batch_size = 2
+        config.eval_bptt = 50
+        config.num_epochs = 1
+        config.num_steps = 6
+        config.optim.learning_rate = 0.2
+        config.log_every = 2
+        config.eval_every = 3
+        config.checkpoint_every = 3
+    return config

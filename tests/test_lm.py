@@ -1,0 +1,172 @@
+"""Language-modelling experiment: stateful truncated BPTT, perplexity, exact resume, CLI."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_train import run_module
+
+from experiments.lm import config as lm_config
+from experiments.lm import sample, train
+from recur.train import checkpoint, fit
+from recur.train.optim import make_optimizer, make_schedule
+from recur.train.state import TrainState
+
+WORDS = "the a cat dog sat ran on under mat log quickly slowly".split()
+
+
+def write_corpus(path, lines=300, seed=0):
+    rng = np.random.default_rng(seed)
+    text = "\n".join(" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) for _ in range(lines))
+    path.write_text(text + "\n")
+    return path
+
+
+def smoke_config(corpus, **overrides):
+    config = lm_config.get_config("smoke")
+    config.data.train_path = str(corpus)
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path / "corpus.txt")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_carrying_state_across_windows_equals_the_concatenated_window(corpus, cell):
+    config = smoke_config(corpus)
+    config.model.cell = cell
+    vocab, ids, notes = train.prepare(config)
+    task = train.build_task(config, vocab, ids, notes)
+    params = task.init_params(jax.random.key(0))
+    tokens = jnp.asarray(ids["train"][:24].reshape(2, 12))
+    targets = jnp.asarray(ids["train"][1:25].reshape(2, 12))
+    full, full_states = task.model.apply({"params": params}, tokens)
+    first, states = task.model.apply({"params": params}, tokens[:, :5])
+    second, states = task.model.apply({"params": params}, tokens[:, 5:], states)
+    np.testing.assert_allclose(jnp.concatenate([first, second], 1), full, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), states, full_states)
+    # The task's loss threads the carry the same way; "reset" restarts from zeros.
+    rng = jax.random.key(0)
+    batch = {"inputs": tokens[:, :5], "targets": targets[:, :5]}
+    loss_a, metrics_a = task.loss_fn(params, batch, rng, False)
+    rest = {"inputs": tokens[:, 5:], "targets": targets[:, 5:], "carry": metrics_a["carry"]}
+    loss_b, _ = task.loss_fn(params, rest, rng, False)
+    loss_full, _ = task.loss_fn(params, {"inputs": tokens, "targets": targets}, rng, False)
+    np.testing.assert_allclose((5 * loss_a + 7 * loss_b) / 12, loss_full, rtol=1e-5)
+    loss_reset, _ = task.loss_fn(params, {**rest, "reset": np.ones(2, bool)}, rng, False)
+    loss_fresh, _ = task.loss_fn(params, {k: rest[k] for k in ("inputs", "targets")}, rng, False)
+    np.testing.assert_allclose(loss_reset, loss_fresh, rtol=1e-6)
+    assert abs(float(loss_reset) - float(loss_b)) > 1e-6
+
+
+def test_uniform_model_has_perplexity_equal_to_vocabulary_size(corpus):
+    config = smoke_config(corpus)
+    vocab, ids, notes = train.prepare(config)
+    task = train.build_task(config, vocab, ids, notes)
+    params = task.init_params(jax.random.key(0))
+    params["head"] = jax.tree.map(jnp.zeros_like, params["head"])  # all logits 0
+    metrics = train.evaluate_split(task, params, ids["valid"], config)
+    assert metrics["perplexity"] == pytest.approx(len(vocab), rel=1e-5)
+    assert metrics["bpc"] == pytest.approx(np.log2(len(vocab)), rel=1e-5)
+
+
+def test_training_carries_state_and_resumes_exactly(tmp_path, corpus):
+    config = smoke_config(corpus, num_steps=8, eval_every=4, checkpoint_every=4, log_every=4)
+    vocab, ids, notes = train.prepare(config)
+    task = train.build_task(config, vocab, ids, notes)
+    train.derive_schedule(config, task.info["windows_per_epoch"])
+    straight = fit(config, tmp_path / "straight", task)
+    config.num_steps = 4
+    fit(config, tmp_path / "split", task)
+    config.num_steps = 8
+    resumed = fit(config, tmp_path / "split", task)
+    assert resumed["resumed_from_step"] == 4
+    assert resumed["eval"]["nll"] == pytest.approx(straight["eval"]["nll"], rel=1e-6)
+    # The checkpoint holds the streams' states (non-zero mid-epoch), so resuming continues them.
+    optimizer, _ = make_optimizer(config.optim, config.num_steps)
+    template = TrainState.create(
+        apply_fn=task.model.apply, params=task.init_params(jax.random.key(0)), tx=optimizer,
+        carry=task.initial_carry,
+    )  # fmt: skip
+    manager = checkpoint.make_manager(tmp_path / "split")
+    restored = checkpoint.restore_latest(manager, template)
+    manager.close()
+    assert int(restored.step) == 8
+    assert all(float(jnp.abs(leaf).max()) > 0 for leaf in jax.tree.leaves(restored.carry))
+
+
+def test_windows_cover_an_epoch_and_reset_at_its_start(corpus):
+    config = smoke_config(corpus)
+    vocab, ids, notes = train.prepare(config)
+    task = train.build_task(config, vocab, ids, notes)
+    per_epoch = task.info["windows_per_epoch"]
+    first, last, again = (task.train_batch(s) for s in (0, per_epoch - 1, per_epoch))
+    assert first["reset"].all() and not last["reset"].any() and again["reset"].all()
+    np.testing.assert_array_equal(again["inputs"], first["inputs"])
+    np.testing.assert_array_equal(task.train_batch(1)["inputs"][:, 0], first["targets"][:, -1])
+
+
+def test_learning_rate_decays_from_the_named_epoch():
+    config = lm_config.get_config("ptb_small")
+    train.derive_schedule(config, 10)
+    schedule = make_schedule(config.optim, config.num_steps)
+    assert config.num_steps == 130 and config.eval_every == 10
+    rates = [float(schedule(s)) for s in (0, 39, 40, 49, 50, 129)]
+    assert rates == [1.0, 1.0, 0.5, 0.5, 0.25, 0.5**9]  # epochs 1-4 at 1.0, then halved
+
+
+def test_configs_and_bad_variants():
+    medium = lm_config.get_config("ptb_medium,cell=gru")
+    assert (medium.model.hidden_size, medium.bptt, medium.model.cell) == (650, 35, "gru")
+    assert lm_config.get_config("shakespeare_char").data.level == "char"
+    assert lm_config.get_config("ptb_char").data.level == "char_tokens"
+    with pytest.raises(ValueError, match="unknown config variant 'ptb_large'"):
+        lm_config.get_config("ptb_large")
+
+
+def test_prompt_and_detokenize_round_trip():
+    assert sample.prompt_tokens("the cat", "word") == ["<eos>", "the", "cat"]
+    assert sample.detokenize(["sat", "<eos>", "a", "dog"], "word") == " sat\na dog"
+    assert sample.prompt_tokens("a b", "char_tokens") == ["<eos>", "a", "_", "b"]
+    assert sample.detokenize(["a", "_", "b", "<eos>"], "char_tokens") == "a b\n"
+    assert sample.detokenize(list("ab\nc"), "char") == "ab\nc"
+
+
+def test_command_line_train_evaluate_sample_and_errors(tmp_path, corpus):
+    workdir = tmp_path / "run"
+    flags = [
+        "--config=experiments/lm/config.py:smoke,cell=gru",
+        f"--config.data.train_path={corpus}",
+        f"--workdir={workdir}",
+    ]
+    result = run_module("experiments.lm.main", *flags)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["valid"]["perplexity"] < results["training"]["baseline"]["uniform perplexity"]
+    assert results["tokens_per_second"] > 0 and results["cell"] == "gru"
+    sampled = run_module(
+        "experiments.lm.sample", f"--workdir={workdir}", "--prompt=the cat", "--length=12"
+    )
+    assert sampled.returncode == 0, sampled.stderr
+    words = sampled.stdout.split()
+    assert words[:2] == ["the", "cat"] and len(words) >= 8
+    assert set(words) <= {*WORDS, "<unk>"}
+
+    for path, message in [
+        (tmp_path / "missing.txt", "missing.txt does not exist"),
+        (tmp_path / "empty.txt", "empty.txt is empty"),
+    ]:
+        if path.name == "empty.txt":
+            path.write_text("\n")
+        failed = run_module(
+            "experiments.lm.main", "--config=experiments/lm/config.py:smoke",
+            f"--config.data.train_path={path}", f"--workdir={tmp_path / 'bad'}",
+        )  # fmt: skip
+        assert failed.returncode == 1
+        assert message in failed.stderr and "Traceback" not in failed.stderr
