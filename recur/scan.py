@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recur.cells.base import Cell
+from recur.fused import fused_scan
 from recur.types import Array, Params, PRNGKey, State
 
 MERGES = ("concat", "sum")
@@ -73,6 +74,7 @@ def unroll(
     remat: bool = False,
     hoist_projection: bool | None = None,
     perturbations: State | None = None,
+    fused: bool = False,
 ) -> tuple[Array, State]:
     """Runs ``cell`` over the time axis of ``xs``.
 
@@ -98,6 +100,9 @@ def unroll(
         after each valid step ``t`` (the output is then the perturbed ``h``). Zeros change
         nothing; the gradient of a loss with respect to them is ``dL/dstate_t`` for every t in
         one backward pass (:mod:`recur.diagnostics`).
+      fused: use the hand-written backward pass of :mod:`recur.fused` (weight gradients as one
+        matmul after the backward scan); same values and gradients. Not combined with
+        ``remat``, ``perturbations`` or ``unroll``; the projection runs inside each step.
 
     Returns:
       ``(outputs [B, T, H], final_state)``.
@@ -110,6 +115,13 @@ def unroll(
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
         mask = (jnp.arange(num_steps)[:, None] < seq_lengths[None, :])[..., None]
+    if fused:
+        if remat or perturbations is not None or unroll != 1:
+            raise ValueError("fused=True does not combine with remat, perturbations or unroll")
+        ys, final_state = fused_scan(
+            cell, params, jnp.swapaxes(xs, 0, 1), initial_state, mask, reverse=reverse
+        )
+        return jnp.swapaxes(ys, 0, 1), final_state
     if hoist_projection is None:
         hoist_projection = default_hoist_projection()
 

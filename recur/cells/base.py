@@ -35,6 +35,11 @@ class Cell(NamedTuple):
     hidden_size: int
     name: str
     gates: Callable[[Params, State, Array], dict[str, Array]] | None = None
+    # Optional split of ``step`` for :mod:`recur.fused`: ``step(params, state, x_proj) ==
+    # pointwise(state, x_proj, recurrent(params, state))``, where ``recurrent`` is the linear
+    # recurrent matmul ``[..., H] -> [..., G]`` and ``pointwise`` the elementwise rest.
+    recurrent: Callable[[Params, State], Array] | None = None
+    pointwise: Callable[[State, Array, Array], tuple[State, Array]] | None = None
 
 
 _REGISTRY: dict[str, Callable[..., Cell]] = {}

@@ -89,14 +89,26 @@ def gru(
     def project(params, xs):
         return xs @ params["w_ih"] + params["b"]  # [..., 3H]
 
-    def gates_reset_after(params, state, x_proj):
+    def recurrent(params, state):
+        """reset_after: ``h W_hh`` with ``b_hn`` added to its candidate slice, ``[..., 3H]``."""
         h_proj = state.h @ params["w_hh"]  # [..., 3H]
+        return h_proj + jnp.concatenate([jnp.zeros((2 * H,), h_proj.dtype), params["b_hn"]])
+
+    def gates_from(x_proj, h_proj):
         x_r, x_z, x_n = jnp.split(x_proj, 3, axis=-1)
         h_r, h_z, h_n = jnp.split(h_proj, 3, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + r * (h_n + params["b_hn"]))
+        n = jnp.tanh(x_n + r * h_n)
         return r, z, n
+
+    def pointwise(state, x_proj, h_proj):
+        _, z, n = gates_from(x_proj, h_proj)
+        h = (1.0 - z) * n + z * state.h
+        return GRUState(h), h
+
+    def gates_reset_after(params, state, x_proj):
+        return gates_from(x_proj, recurrent(params, state))
 
     def gates_reset_before(params, state, x_proj):
         h = state.h
@@ -117,4 +129,10 @@ def gru(
         r, z, _ = gate_values(params, state, x_proj)
         return {"reset": r, "update": z}
 
+    if variant == "reset_after":
+        return Cell(
+            init, initial_state, project, step, H, f"gru_{variant}", gates,
+            recurrent=recurrent, pointwise=pointwise,
+        )  # fmt: skip
+    # reset_before multiplies h by r before the matmul: no linear-then-pointwise split.
     return Cell(init, initial_state, project, step, H, f"gru_{variant}", gates)

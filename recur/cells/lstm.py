@@ -77,19 +77,27 @@ def lstm(
     def project(params, xs):
         return xs @ params["w_ih"] + params["b"]  # [..., 4H]
 
-    def gate_values(params, state, x_proj):
-        gates = x_proj + state.h @ params["w_hh"]  # [..., 4H]
-        i, f, g, o = jnp.split(gates, 4, axis=-1)  # each [..., H]
+    def recurrent(params, state):
+        return state.h @ params["w_hh"]  # [..., 4H]
+
+    def gate_values(x_proj, h_proj):
+        i, f, g, o = jnp.split(x_proj + h_proj, 4, axis=-1)  # each [..., H]
         return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
 
-    def step(params, state, x_proj):
-        i, f, g, o = gate_values(params, state, x_proj)
+    def pointwise(state, x_proj, h_proj):
+        i, f, g, o = gate_values(x_proj, h_proj)
         c = f * state.c + i * g
         h = o * jnp.tanh(c)
         return LSTMState(h, c), h
 
+    def step(params, state, x_proj):
+        return pointwise(state, x_proj, recurrent(params, state))
+
     def gates(params, state, x_proj):
-        i, f, _, o = gate_values(params, state, x_proj)
+        i, f, _, o = gate_values(x_proj, recurrent(params, state))
         return {"input": i, "forget": f, "output": o}
 
-    return Cell(init, initial_state, project, step, H, "lstm", gates)
+    return Cell(
+        init, initial_state, project, step, H, "lstm", gates,
+        recurrent=recurrent, pointwise=pointwise,
+    )  # fmt: skip

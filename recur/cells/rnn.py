@@ -84,8 +84,17 @@ def rnn(
     def project(params, xs):
         return xs @ params["w_ih"] + params["b"]  # [..., H]
 
-    def step(params, state, x_proj):
-        h = act(x_proj + state.h @ params["w_hh"])  # [..., H]
+    def recurrent(params, state):
+        return state.h @ params["w_hh"]  # [..., H]
+
+    def pointwise(state, x_proj, h_proj):
+        h = act(x_proj + h_proj)  # [..., H]
         return RNNState(h), h
 
-    return Cell(init, initial_state, project, step, hidden_size, f"rnn_{activation}")
+    def step(params, state, x_proj):
+        return pointwise(state, x_proj, recurrent(params, state))
+
+    return Cell(
+        init, initial_state, project, step, hidden_size, f"rnn_{activation}",
+        recurrent=recurrent, pointwise=pointwise,
+    )  # fmt: skip

@@ -39,6 +39,7 @@ class Recurrent(nn.Module):
       variational_dropout: share each sequence's dropout mask across time steps.
       remat: rematerialise each step in the backward pass.
       hoist_projection: see :func:`recur.unroll` (None: the backend's default).
+      fused: the hand-written backward pass of :mod:`recur.fused` (see :func:`recur.unroll`).
       cell_options: extra options for the cell factory, e.g. ``{"activation": "relu"}``.
     """
 
@@ -52,6 +53,7 @@ class Recurrent(nn.Module):
     variational_dropout: bool = False
     remat: bool = False
     hoist_projection: bool | None = None
+    fused: bool = False
     cell_options: Mapping[str, Any] = FrozenDict()
 
     def make_cells(self) -> list[cells_lib.Cell]:
@@ -112,4 +114,5 @@ class Recurrent(nn.Module):
             variational_dropout=self.variational_dropout,
             remat=self.remat,
             hoist_projection=self.hoist_projection,
+            fused=self.fused,
         )

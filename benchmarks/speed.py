@@ -1,0 +1,276 @@
+"""Training-step speed of recurrent layers: recur against flax ``nn.RNN`` and ``torch.nn``.
+
+  python -m benchmarks.speed --out=/tmp/speed
+  python -m benchmarks.speed --cells=lstm --configs=32x1000x128x256 --steps=10 --out=/tmp/speed
+
+A step is forward + backward of one layer on ``[B, T, D]`` inputs with a loss that reads every
+output (``sum(outputs * cotangent)`` with a fixed random cotangent), giving gradients for every
+parameter and the inputs. For every (config, cell) each implementation is compiled and warmed
+up, then the implementations take turns, one step each, ``--steps`` times, so all of them see
+the same machine load; the table gives median milliseconds and the ratio other / recur
+(> 1: recur is faster). Also recorded: the spread (min, max), compile time and, for JAX,
+XLA's memory estimate of the compiled step (arguments + outputs + temporaries).
+
+Implementations (``--impls``): ``recur`` (:func:`recur.unroll`, backend defaults),
+``recur_fused`` (the custom-VJP recurrence, :mod:`recur.fused`), ``recur_remat``, ``flax``
+(``nn.RNN`` with ``LSTMCell`` / ``GRUCell`` / ``SimpleCell``), ``flax_optimized`` (LSTM only:
+``OptimizedLSTMCell``) and ``torch`` (``torch.nn.LSTM`` / ``GRU`` / ``RNN`` with
+``--torch_threads``; skipped with a note when torch is not installed: ``pip install -e
+'.[bench]'``). Writes ``speed.json`` (machine, versions, command, every timing) to ``--out``.
+"""
+
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+import recur
+from recur import cells
+from recur.train import quiet_logs
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("cells", ["lstm", "gru", "rnn"], "Cells: lstm, gru, rnn (tanh).")
+flags.DEFINE_list(
+    "configs", ["32x100x128x256", "32x1000x128x256", "128x100x256x512"],
+    "Configs BxTxDxH (batch, time steps, input features, hidden size).",
+)  # fmt: skip
+flags.DEFINE_list("sweep_lengths", ["25", "50", "100", "200", "400", "800"],
+                  "T values of the sweep (at B, D, H of the first config); empty: no sweep.")  # fmt: skip
+flags.DEFINE_list(
+    "impls", ["recur", "recur_fused", "recur_remat", "flax", "flax_optimized", "torch"],
+    "Implementations to measure (see the module docstring).",
+)  # fmt: skip
+flags.DEFINE_integer("steps", 10, "Timed steps per implementation (after warm-up).")
+flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
+flags.DEFINE_string("out", None, "Output directory for speed.json.")
+flags.mark_flag_as_required("out")
+
+
+def parse_config(text: str) -> tuple[int, int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 1:
+        raise ValueError(f"config {text!r} is not BxTxDxH with four positive integers")
+    return values
+
+
+def jax_step(loss_fn, params, xs, cotangent):
+    """A jitted fwd+bwd of ``loss_fn(params, xs, cotangent)``; returns ``(run, compile_s,
+    memory_bytes)`` where ``run()`` executes one step and blocks until it is done."""
+    step = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))
+    started = time.perf_counter()
+    compiled = step.lower(params, xs, cotangent).compile()
+    compile_seconds = time.perf_counter() - started
+    memory = None
+    analysis = compiled.memory_analysis()
+    if analysis is not None:
+        memory = int(
+            analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+            + analysis.temp_size_in_bytes
+        )  # fmt: skip
+
+    def run():
+        jax.block_until_ready(compiled(params, xs, cotangent))
+
+    return run, compile_seconds, memory
+
+
+def recur_impl(cell_name, batch, length, inputs, hidden, variant):
+    cell = cells.get(cell_name, hidden)
+    params = cell.init(jax.random.key(0), inputs)
+    options = {"fused": variant == "fused", "remat": variant == "remat"}
+
+    def loss_fn(params, xs, cotangent):
+        ys, _ = recur.unroll(cell, params, xs, **options)
+        return jnp.sum(ys * cotangent)
+
+    return loss_fn, params
+
+
+FLAX_CELLS = {
+    ("lstm", False): nn.LSTMCell,
+    ("lstm", True): nn.OptimizedLSTMCell,
+    ("gru", False): nn.GRUCell,
+    ("rnn", False): nn.SimpleCell,
+}
+
+
+def flax_impl(cell_name, batch, length, inputs, hidden, optimized):
+    layer = nn.RNN(FLAX_CELLS[cell_name, optimized](hidden))
+    params = layer.init(jax.random.key(0), jnp.zeros((batch, length, inputs)))
+
+    def loss_fn(params, xs, cotangent):
+        return jnp.sum(layer.apply(params, xs) * cotangent)
+
+    return loss_fn, params
+
+
+def torch_impl(cell_name, batch, length, inputs, hidden):
+    import torch  # noqa: PLC0415 - optional (the bench extra)
+
+    torch.manual_seed(0)
+    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell_name]
+    layer = module(inputs, hidden, batch_first=True)
+    rng = np.random.default_rng(0)
+    xs = torch.tensor(rng.standard_normal((batch, length, inputs), np.float32), requires_grad=True)
+    cotangent = torch.tensor(rng.standard_normal((batch, length, hidden), np.float32))
+
+    def run():
+        layer.zero_grad(set_to_none=True)
+        xs.grad = None
+        ys, _ = layer(xs)
+        (ys * cotangent).sum().backward()
+
+    started = time.perf_counter()
+    run()
+    return run, time.perf_counter() - started, None
+
+
+def build(impl, cell_name, config):
+    """``(run, compile_seconds, memory_bytes)`` or None where ``impl`` lacks this cell."""
+    batch, length, inputs, hidden = config
+    if impl == "torch":
+        return torch_impl(cell_name, batch, length, inputs, hidden)
+    if impl.startswith("flax"):
+        optimized = impl == "flax_optimized"
+        if (cell_name, optimized) not in FLAX_CELLS:
+            return None
+        loss_fn, params = flax_impl(cell_name, batch, length, inputs, hidden, optimized)
+    else:
+        variant = impl.removeprefix("recur").lstrip("_")
+        loss_fn, params = recur_impl(cell_name, batch, length, inputs, hidden, variant)
+    rng = np.random.default_rng(0)
+    xs = jnp.asarray(rng.standard_normal((batch, length, inputs), np.float32))
+    cotangent = jnp.asarray(rng.standard_normal((batch, length, hidden), np.float32))
+    return jax_step(loss_fn, params, xs, cotangent)
+
+
+def measure(cell_name, config, impls, steps, warmup):
+    """Every implementation's timings for one (cell, config), measured in turns."""
+    runners, records = {}, {}
+    for impl in impls:
+        built = build(impl, cell_name, config)
+        if built is None:
+            continue
+        run, compile_seconds, memory = built
+        for _ in range(warmup):
+            run()
+        runners[impl] = run
+        records[impl] = {"compile_seconds": compile_seconds, "memory_bytes": memory, "ms": []}
+    for _ in range(steps):
+        for impl, run in runners.items():
+            started = time.perf_counter()
+            run()
+            records[impl]["ms"].append(1000 * (time.perf_counter() - started))
+    batch, length = config[:2]
+    for record in records.values():
+        record["median_ms"] = statistics.median(record["ms"])
+        record["tokens_per_second"] = batch * length / (record["median_ms"] / 1000)
+    return records
+
+
+def format_row(cell_name, config, records) -> str:
+    base = records.get("recur", next(iter(records.values())))["median_ms"]
+    cells_text = []
+    for impl, record in records.items():
+        low, high = min(record["ms"]), max(record["ms"])
+        memory = record["memory_bytes"]
+        memory_text = f", {memory / 2**20:.0f} MiB" if memory else ""
+        cells_text.append(
+            f"{impl} {record['median_ms']:.1f} ms [{low:.0f}-{high:.0f}] "
+            f"x{record['median_ms'] / base:.2f}{memory_text}"
+        )
+    return f"{cell_name} {'x'.join(map(str, config))}: " + " | ".join(cells_text)
+
+
+def machine() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    try:
+        import torch  # noqa: PLC0415
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    quiet_logs()
+    try:
+        configs = [parse_config(c) for c in FLAGS.configs]
+        sweep = [int(t) for t in FLAGS.sweep_lengths]
+        unknown = sorted(set(FLAGS.cells) - {"lstm", "gru", "rnn"})
+        if unknown:
+            raise ValueError(f"unknown cell {unknown[0]!r}; available: lstm, gru, rnn")
+        impls = list(FLAGS.impls)
+        known = {"recur", "recur_fused", "recur_remat", "flax", "flax_optimized", "torch"}
+        if set(impls) - known:
+            raise ValueError(f"unknown implementation {sorted(set(impls) - known)[0]!r}")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    notes = []
+    if "torch" in impls:
+        try:
+            import torch  # noqa: PLC0415
+
+            torch.set_num_threads(FLAGS.torch_threads)
+        except ImportError:
+            impls.remove("torch")
+            notes.append("torch is not installed (pip install -e '.[bench]'): not measured")
+    for note in notes:
+        print(note, flush=True)
+    rows = []
+    runs = [("table", config) for config in configs]
+    if sweep:
+        batch, _, inputs, hidden = configs[0]
+        runs += [("sweep", (batch, length, inputs, hidden)) for length in sweep]
+    for kind, config in runs:
+        for cell_name in FLAGS.cells:
+            records = measure(cell_name, config, impls, FLAGS.steps, FLAGS.warmup)
+            print(("sweep " if kind == "sweep" else "") + format_row(cell_name, config, records),
+                  flush=True)  # fmt: skip
+            rows.append({"kind": kind, "cell": cell_name, "config": dict(
+                zip(("batch", "length", "input", "hidden"), config, strict=True)),
+                "results": records})  # fmt: skip
+    out = pathlib.Path(FLAGS.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "command": " ".join(["python -m benchmarks.speed", *sys.argv[1:]]),
+        "machine": machine(),
+        "steps": FLAGS.steps,
+        "notes": notes,
+        "rows": rows,
+    }
+    (out / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out / 'speed.json'}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
