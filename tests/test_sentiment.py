@@ -136,3 +136,21 @@ def test_smoke_train_and_predict_from_the_command_line(tmp_path):
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     lines = predicted.stdout.strip().splitlines()
     assert lines[0].startswith("positive\t") and lines[1].startswith("negative\t")
+
+
+def test_word_dropout_replaces_tokens_with_unk_in_training_only(tmp_path):
+    rows = [("a fine film", 1), ("a dull film indeed", 0)] * 4
+    config = sentiment_config.get_config("smoke")
+    config.data.train_path = str(write_tsv(tmp_path / "train.tsv", rows))
+    config.data.dev_path = str(write_tsv(tmp_path / "dev.tsv", rows[:2]))
+    config.model.dropout_rate = 0.0
+    config.model.word_dropout_rate = 1.0
+    vocab, splits, notes = sentiment_train.prepare(config)
+    task = sentiment_train.build_task(config, vocab, splits, notes, tmp_path)
+    params = task.init_params(jax.random.key(0))
+    batch = splits["train"].batches(4)[0]
+    all_unk = {**batch, "tokens": np.where(batch["tokens"] > 0, sentiment.UNK_ID, 0)}
+    rng = jax.random.key(1)
+    trained, _ = task.loss_fn(params, batch, rng, True)
+    np.testing.assert_allclose(trained, task.loss_fn(params, all_unk, rng, False)[0], rtol=1e-6)
+    assert abs(float(task.loss_fn(params, batch, rng, False)[0]) - float(trained)) > 1e-6

@@ -71,6 +71,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.pooling = "last"
     # Dropout on embeddings, between layers and before the classifier.
     config.model.dropout_rate = 0.5
+    # Word dropout in training: each token becomes <unk> with this probability (flax sst2).
+    config.model.word_dropout_rate = 0.0
     config.model.activation = "tanh"
     config.model.recurrent_init = "orthogonal"
     config.model.forget_bias = 1.0

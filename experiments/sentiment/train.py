@@ -127,9 +127,16 @@ def build_task(config, vocab, splits, notes, workdir: pathlib.Path) -> Task:
             [train.sequences[i] for i in rows], train.labels[rows], config.batch_size
         )
 
+    word_dropout = config.model.get("word_dropout_rate", 0.0)
+
     def loss_fn(params, batch, rng, training):
+        tokens = batch["tokens"]  # [B, T] int
+        if training and word_dropout > 0:
+            rng, word_rng = jax.random.split(rng)
+            dropped = jax.random.bernoulli(word_rng, word_dropout, tokens.shape)
+            tokens = jnp.where(dropped & (tokens != sentiment.PAD_ID), sentiment.UNK_ID, tokens)
         logits = model.apply(
-            {"params": params}, batch["tokens"], batch["lengths"], deterministic=not training,
+            {"params": params}, tokens, batch["lengths"], deterministic=not training,
             rngs={"dropout": rng},
         )  # fmt: skip
         weights = batch["weights"]
