@@ -52,3 +52,31 @@ def test_gradient_flow_bad_input(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown cell 'lstn'")
     result = run_module("benchmarks.gradient_flow", f"--checkpoint={tmp_path}", f"--out={tmp_path}")
     assert "is not an experiments.probes workdir" in result.stderr
+
+
+def test_speed_app_smoke(tmp_path):
+    result = run_module(
+        "benchmarks.speed", "--cells=lstm,rnn", "--configs=2x5x3x4", "--sweep_lengths=3",
+        "--impls=recur,recur_fused,flax_optimized", "--steps=2", "--warmup=1",
+        f"--out={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "speed.json").read_text())
+    assert report["machine"]["jax"] and report["command"].startswith("python -m benchmarks.speed")
+    rows = {(row["kind"], row["cell"], row["config"]["length"]): row for row in report["rows"]}
+    assert set(rows) == {
+        (k, c, t) for k, t in (("table", 5), ("sweep", 3)) for c in ("lstm", "rnn")
+    }
+    lstm = rows["table", "lstm", 5]["results"]
+    assert set(lstm) == {"recur", "recur_fused", "flax_optimized"}
+    assert "flax_optimized" not in rows["table", "rnn", 5]["results"]  # LSTM-only cell
+    for record in lstm.values():
+        assert len(record["ms"]) == 2 and record["median_ms"] > 0 and record["memory_bytes"] > 0
+    assert "x1.00" in result.stdout
+
+
+def test_speed_bad_input(tmp_path):
+    result = run_module("benchmarks.speed", "--configs=32x100", f"--out={tmp_path}")
+    assert result.returncode == 1 and "config '32x100' is not BxTxDxH" in result.stderr
+    result = run_module("benchmarks.speed", "--cells=lstn", f"--out={tmp_path}")
+    assert result.returncode == 1 and "unknown cell 'lstn'" in result.stderr
