@@ -114,6 +114,11 @@ def test_interrupt_and_resume_gives_the_same_parameters(tmp_path):
         fit(config, tmp_path / "split", task)
     results = fit(config, tmp_path / "split", probe_train.build_task(config))
     assert results["resumed_from_step"] == 3
+    # Wall time adds up over both runs, each counted to its last checkpoint.
+    segments = results["train_segments"]
+    assert [(row["from_step"], row["to_step"]) for row in segments] == [(0, 3), (3, 8)]
+    assert results["train_seconds_total"] == pytest.approx(sum(r["seconds"] for r in segments))
+    assert all(row["seconds"] > 0 for row in segments)
 
     def final_params(workdir):
         built = probe_train.build_task(config)

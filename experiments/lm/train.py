@@ -240,10 +240,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
         "wall_seconds": time.perf_counter() - started,
         "train_tokens": tokens,
-        "tokens_per_second": (
-            (tokens - training["resumed_from_step"] * config.batch_size * config.bptt)
-            / training["train_seconds"]
-        ),
+        "train_seconds": training["train_seconds_total"],
+        "tokens_per_second": tokens / training["train_seconds_total"],
         "training": training,
         "command": " ".join(["python -m experiments.lm.main", *sys.argv[1:]]),
         "config": json.loads(config.to_json_best_effort()),

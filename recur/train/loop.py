@@ -135,6 +135,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
     jit_train_step = jax.jit(train_step, donate_argnums=0)
     jit_eval_step = jax.jit(eval_step)
     started = time.perf_counter()
+    segments = TrainSegments(workdir, start)
     eval_metrics: dict[str, float] = {}
     try:
         for step in range(start + 1, config.num_steps + 1):  # ``step`` steps done after this
@@ -161,6 +162,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
                     task.on_eval(step, state, eval_metrics)
             if step % config.checkpoint_every == 0 or last_step:
                 checkpoint.save(manager, state)
+                segments.record(step, time.perf_counter() - started)
         if not eval_metrics:  # already complete: evaluate the restored state
             eval_metrics = evaluate(jit_eval_step, state, task.eval_batches(), mesh, task.summarize)
     finally:
@@ -174,12 +176,37 @@ def fit(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
         "num_steps": config.num_steps,
         "resumed_from_step": start,
         "train_seconds": time.perf_counter() - started,
+        # Over every run of this workdir (resumed runs add up), counted to each run's last
+        # checkpoint: the time spent on the steps that made the final params.
+        "train_seconds_total": segments.total_seconds(),
+        "train_segments": segments.rows,
         "devices": [str(device) for device in jax.devices()],
         "notes": task.notes,
         **task.info,
     }
     (workdir / "final_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+class TrainSegments:
+    """``workdir/train_segments.json``: one row per run of the workdir, ``{from_step, to_step,
+    seconds}`` up to its latest checkpoint; rows past the step a run resumes from are dropped
+    (their steps are redone)."""
+
+    def __init__(self, workdir: pathlib.Path, start: int):
+        self.path = workdir / "train_segments.json"
+        rows = json.loads(self.path.read_text()) if self.path.exists() else []
+        self.rows = [row for row in rows if row["to_step"] <= start]
+        self.rows.append({"from_step": start, "to_step": start, "seconds": 0.0})
+
+    def record(self, step: int, seconds: float) -> None:
+        self.rows[-1].update(to_step=step, seconds=seconds)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.rows, indent=1) + "\n")
+        temporary.replace(self.path)
+
+    def total_seconds(self) -> float:
+        return sum(row["seconds"] for row in self.rows)
 
 
 def format_metrics(metrics: dict[str, Any], task: Task) -> str:
