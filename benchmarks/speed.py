@@ -44,8 +44,10 @@ flags.DEFINE_list(
     "configs", ["32x100x128x256", "32x1000x128x256", "128x100x256x512"],
     "Configs BxTxDxH (batch, time steps, input features, hidden size).",
 )  # fmt: skip
-flags.DEFINE_list("sweep_lengths", ["25", "50", "100", "200", "400", "800"],
-                  "T values of the sweep (at B, D, H of the first config); empty: no sweep.")  # fmt: skip
+flags.DEFINE_list(
+    "sweep_lengths", ["25", "50", "100", "200", "400", "800"],
+    "T values of the sweep (at B, D, H of the first config); empty: no sweep.",
+)  # fmt: skip
 flags.DEFINE_list(
     "impls", ["recur", "recur_fused", "recur_remat", "flax", "flax_optimized", "torch"],
     "Implementations to measure (see the module docstring).",
