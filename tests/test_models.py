@@ -31,7 +31,7 @@ CASES = {
     "classifier_tokens_bi_attention": (
         models.SequenceClassifier(
             num_classes=2, vocab_size=V, embed_size=8, cell="gru", hidden_size=8, num_layers=2,
-            bidirectional=True, pooling="attention", dropout_rate=0.1,
+            bidirectional=True, pooling="attention", dropout_rate=0.1, head_hidden_size=5,
         ),
         (TOKENS, LENGTHS),
         lambda out: cross_entropy(out, TOKENS[:, 0] % 2),
@@ -134,9 +134,10 @@ def test_shapes_and_one_step_changes_every_parameter(case):
 def test_padding_does_not_change_classifier_logits(pooling):
     model = models.SequenceClassifier(
         num_classes=2, vocab_size=V, embed_size=8, hidden_size=8, num_layers=2,
-        bidirectional=True, pooling=pooling,
+        bidirectional=True, pooling=pooling, head_hidden_size=6,
     )  # fmt: skip
     params = model.init(KEY, TOKENS, LENGTHS)
+    assert params["params"]["head_hidden"]["kernel"].shape[1] == 6
     apply = jax.jit(model.apply)
     logits = apply(params, TOKENS, LENGTHS)
     padded = jnp.concatenate([TOKENS, jnp.full((B, 4), 7)], axis=1)  # junk in padding

@@ -69,6 +69,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.num_layers = 1
     # last | mean | max | attention.
     config.model.pooling = "last"
+    # Units of the attention pooling's scoring layer.
+    config.model.attention_size = 64
+    # 0: a linear classifier; > 0: a tanh hidden layer of this size with dropout first.
+    config.model.head_hidden_size = 0
     # Dropout on embeddings, between layers and before the classifier.
     config.model.dropout_rate = 0.5
     # Word dropout in training: each token becomes <unk> with this probability (flax sst2).

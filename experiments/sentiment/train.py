@@ -104,6 +104,8 @@ def make_model(config, vocab_size: int) -> models.SequenceClassifier:
         num_layers=model.num_layers,
         bidirectional=model.bidirectional,
         pooling=model.pooling,
+        attention_size=model.get("attention_size", 64),
+        head_hidden_size=model.get("head_hidden_size", 0),
         dropout_rate=model.dropout_rate,
         cell_options=cells.options_from_config(model),
     )

@@ -61,11 +61,13 @@ class _Encoder(nn.Module):
 
 class SequenceClassifier(nn.Module):
     """Many-to-one: tokens ``[B, T]`` int (``vocab_size`` set) or features ``[B, T, D]`` ->
-    stacked (bi)recurrent layers -> pooling -> dropout -> dense head ``[B, num_classes]``.
+    stacked (bi)recurrent layers -> pooling -> dropout -> head ``[B, num_classes]``.
 
     Pooling: ``last`` (final state; both directions' finals if bidirectional), ``mean`` or
-    ``max`` over valid steps, or ``attention``. Padding (``seq_lengths``) never changes an
-    example's logits.
+    ``max`` over valid steps, or ``attention`` (dropout on the per-step outputs, then
+    additive attention with ``attention_size`` units). The head is one dense layer, or with
+    ``head_hidden_size`` > 0 a tanh hidden layer with dropout first (flax's sst2 example
+    classifier). Padding (``seq_lengths``) never changes an example's logits.
     """
 
     num_classes: int
@@ -76,6 +78,8 @@ class SequenceClassifier(nn.Module):
     num_layers: int = 1
     bidirectional: bool = False
     pooling: str = "last"
+    attention_size: int = 64
+    head_hidden_size: int = 0
     dropout_rate: float = 0.0
     remat: bool = False
     cell_options: Mapping[str, Any] = FrozenDict()
@@ -101,8 +105,12 @@ class SequenceClassifier(nn.Module):
         elif self.pooling == "max":
             pooled = max_pool(outputs, mask)
         else:
-            pooled = AttentionPool(name="attention_pool")(outputs, mask)
+            outputs = nn.Dropout(self.dropout_rate, deterministic=deterministic)(outputs)
+            pooled = AttentionPool(self.attention_size, name="attention_pool")(outputs, mask)
         pooled = nn.Dropout(self.dropout_rate, deterministic=deterministic)(pooled)
+        if self.head_hidden_size > 0:
+            pooled = jnp.tanh(nn.Dense(self.head_hidden_size, name="head_hidden")(pooled))
+            pooled = nn.Dropout(self.dropout_rate, deterministic=deterministic)(pooled)
         return nn.Dense(self.num_classes, name="head")(pooled)
 
 

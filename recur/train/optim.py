@@ -4,7 +4,9 @@ Config fields (``config.optim``):
   name: ``adam`` | ``adamw`` | ``sgd`` | ``rmsprop``.
   learning_rate: peak learning rate.
   momentum: SGD momentum (0 for plain SGD) and RMSProp momentum.
-  weight_decay: decoupled weight decay of ``adamw``.
+  weight_decay: ``adamw``: decoupled weight decay; ``sgd``, ``adam``, ``rmsprop``: an L2
+    penalty, ``weight_decay * param`` added to every gradient after clipping (the gradient
+    of ``weight_decay / 2 * |params|^2``; flax's sst2 example uses 3e-6 with SGD).
   schedule: ``constant`` | ``step`` | ``warmup_cosine``.
   decay_factor, decay_every, decay_start: ``step`` multiplies the rate by ``decay_factor``
     at step ``decay_start`` and again every ``decay_every`` steps after it (e.g. Zaremba et
@@ -75,6 +77,8 @@ def make_optimizer(
         optimizer = optax.rmsprop(schedule, momentum=config.momentum)
     else:
         raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(OPTIMIZERS)}")
+    if name != "adamw" and config.weight_decay:
+        optimizer = optax.chain(optax.add_decayed_weights(config.weight_decay), optimizer)
     if config.clip_norm and config.clip_norm > 0:
         optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer)
     return optimizer, schedule
