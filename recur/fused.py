@@ -11,8 +11,10 @@ then one large matmul over all ``T * B`` rows each, and the input cotangents ano
     after it:                  dW_hh, db_hn = vjp(recurrent)(H_prev [T*B, H], dR [T*B, G])
                                dW_ih, db, dxs = vjp(project)(X [T*B, D], dX_proj [T*B, G])
 
-The forward pass is a plain scan that also saves each step's previous state, projected input
-and recurrent product; the backward pass recomputes the cheap elementwise part from them.
+The forward pass is a plain scan that also saves each step's previous state and either the
+activations a cell's hand-written ``pointwise_bwd`` needs (``lstm``, ``gru``: no recomputation,
+and for the LSTM 5H numbers per row and step instead of 8H) or, for other cells, the projected
+input and recurrent product, from which autodiff recomputes the elementwise part.
 
 Works for cells that give ``Cell.recurrent`` and ``Cell.pointwise`` (``rnn``, ``lstm``, ``gru``
 with ``reset_after``); :func:`recur.unroll` uses it with ``fused=True``. Gradients equal those of
@@ -33,13 +35,18 @@ def supports(cell: Cell) -> bool:
     return cell.recurrent is not None and cell.pointwise is not None
 
 
+def _apply_mask(new_state, y, state, valid, masked):
+    """Steps where ``valid`` is False keep ``state`` and output zeros."""
+    if not masked:
+        return new_state, y
+    new_state = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_state, state)
+    return new_state, jnp.where(valid, y, jnp.zeros_like(y))
+
+
 def _masked_pointwise(cell: Cell, masked: bool) -> Callable:
     def pointwise(state, x_proj, r, valid):
         new_state, y = cell.pointwise(state, x_proj, r)
-        if masked:
-            new_state = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_state, state)
-            y = jnp.where(valid, y, jnp.zeros_like(y))
-        return new_state, y
+        return _apply_mask(new_state, y, state, valid, masked)
 
     return pointwise
 
@@ -76,14 +83,20 @@ def fused_scan(
     mask = (jnp.ones((xs.shape[0], xs.shape[1], 1)) if mask is None else mask).astype(xs.dtype)
     pointwise = _masked_pointwise(cell, masked)
 
+    hand_written = cell.pointwise_fwd is not None and cell.pointwise_bwd is not None
+
     def forward_scan(params, xs, initial_state, mask):
         def body(state, inputs):
             x, valid = inputs
             valid = valid > 0  # [B, 1] bool
             x_proj = cell.project(params, x)  # [B, G]
             r = cell.recurrent(params, state)  # [B, G]
+            if hand_written:
+                new_state, y, residuals = cell.pointwise_fwd(state, x_proj, r)
+                new_state, y = _apply_mask(new_state, y, state, valid, masked)
+                return new_state, (y, (state, residuals))
             new_state, y = pointwise(state, x_proj, r, valid)
-            return new_state, (y, (state, x_proj, r))
+            return new_state, (y, (state, (x_proj, r)))
 
         return jax.lax.scan(body, initial_state, (xs, mask), reverse=reverse)
 
@@ -96,23 +109,42 @@ def fused_scan(
         final_state, (ys, saved) = forward_scan(params, xs, initial_state, mask)
         return (ys, final_state), (params, xs, mask, saved)
 
+    def pointwise_backward(state, saved, valid, d_state, d_y):
+        """``(d_prev_state, d_x_proj, d_r)`` of one step, by hand or by autodiff."""
+        if not hand_written:
+            x_proj, r = saved
+            _, pullback = jax.vjp(lambda s, xp, rr: pointwise(s, xp, rr, valid), state, x_proj, r)
+            return pullback((d_state, d_y))
+        if not masked:
+            return cell.pointwise_bwd(state, saved, d_state, d_y)
+        # A masked step keeps the old state: its cotangent passes straight through.
+        zero = jnp.zeros((), d_y.dtype)
+        d_prev, d_x_proj, d_r = cell.pointwise_bwd(
+            state, saved, jax.tree.map(lambda d: jnp.where(valid, d, zero), d_state),
+            jnp.where(valid, d_y, zero),
+        )  # fmt: skip
+        d_prev = jax.tree.map(lambda a, d: a + jnp.where(valid, zero, d), d_prev, d_state)
+        return d_prev, d_x_proj, d_r
+
     def run_bwd(residuals, cotangents):
-        params, xs, mask, (prev_states, x_projs, rs) = residuals
+        params, xs, mask, (prev_states, saved) = residuals
         d_ys, d_final = cotangents
+        shared = []  # whether d_x_proj and d_r are one array (cells that add x_proj and r)
 
         def body(d_state, inputs):
-            state, x_proj, r, valid, d_y = inputs
-            valid = valid > 0
-            _, pullback = jax.vjp(lambda s, xp, rr: pointwise(s, xp, rr, valid), state, x_proj, r)
-            d_prev, d_x_proj, d_r = pullback((d_state, d_y))
+            state, step_saved, valid, d_y = inputs
+            d_prev, d_x_proj, d_r = pointwise_backward(state, step_saved, valid > 0, d_state, d_y)
             _, recurrent_pullback = jax.vjp(lambda s: cell.recurrent(params, s), state)
             (d_from_r,) = recurrent_pullback(d_r)  # d_r W_hh^T into the state's h
             d_prev = jax.tree.map(jnp.add, d_prev, d_from_r)
-            return d_prev, (d_x_proj, d_r)
+            shared.append(d_x_proj is d_r)
+            return d_prev, (d_x_proj, None if shared[-1] else d_r)
 
         d_initial, (d_x_projs, d_rs) = jax.lax.scan(
-            body, d_final, (prev_states, x_projs, rs, mask, d_ys), reverse=not reverse
+            body, d_final, (prev_states, saved, mask, d_ys), reverse=not reverse
         )
+        if shared[-1]:
+            d_rs = d_x_projs
         # The weight gradients as one matmul over all T * B rows each.
         _, project_pullback = jax.vjp(cell.project, params, xs)
         d_params, d_xs = project_pullback(d_x_projs)

@@ -207,6 +207,37 @@ def test_check_grads_float64(name, options):
         check_grads(loss, (params, xs), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize(("name", "options"), CELLS_UNDER_TEST, ids=IDS)
+def test_split_step_and_hand_written_backward_match_autodiff(name, options):
+    with jax.enable_x64(True):
+        cell, params = make(name, options, dtype=jnp.float64)
+        if cell.pointwise is None:
+            assert cell.recurrent is None and cell.pointwise_bwd is None
+            return
+        keys = jax.random.split(jax.random.key(3), 4)
+        state = jax.tree.map(
+            lambda s: jax.random.normal(keys[0], s.shape, s.dtype), cell.initial_state((B,))
+        )
+        x_proj = cell.project(params, inputs((B, D), dtype=jnp.float64))
+        r = cell.recurrent(params, state)
+        new_state, y = cell.pointwise(state, x_proj, r)
+        step_state, step_y = cell.step(params, state, x_proj)
+        np.testing.assert_allclose(y, step_y, rtol=1e-12)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), new_state,
+                     step_state)  # fmt: skip
+        if cell.pointwise_bwd is None:
+            return
+        fwd_state, fwd_y, residuals = cell.pointwise_fwd(state, x_proj, r)
+        np.testing.assert_allclose(fwd_y, y, rtol=1e-12)
+        d_state = jax.tree.map(lambda s: jax.random.normal(keys[1], s.shape, s.dtype), state)
+        d_y = jax.random.normal(keys[2], y.shape, y.dtype)
+        _, pullback = jax.vjp(cell.pointwise, state, x_proj, r)
+        expected = pullback((d_state, d_y))
+        got = cell.pointwise_bwd(state, residuals, d_state, d_y)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12),
+                     got, expected)  # fmt: skip
+
+
 def test_lstm_forget_bias_and_initialisers():
     cell = cells.lstm(H, forget_bias=1.0)
     params = cell.init(jax.random.key(0), D)

@@ -40,6 +40,12 @@ class Cell(NamedTuple):
     # recurrent matmul ``[..., H] -> [..., G]`` and ``pointwise`` the elementwise rest.
     recurrent: Callable[[Params, State], Array] | None = None
     pointwise: Callable[[State, Array, Array], tuple[State, Array]] | None = None
+    # Optional hand-written backward of ``pointwise`` for :mod:`recur.fused` (tested against
+    # autodiff): ``pointwise_fwd(state, x_proj, r) -> (new_state, output, residuals)`` is
+    # ``pointwise`` that also returns the activations its backward needs, and
+    # ``pointwise_bwd(state, residuals, d_new_state, d_output) -> (d_state, d_x_proj, d_r)``.
+    pointwise_fwd: Callable[[State, Array, Array], tuple[State, Array, Any]] | None = None
+    pointwise_bwd: Callable[[State, Any, State, Array], tuple[State, Array, Array]] | None = None
 
 
 _REGISTRY: dict[str, Callable[..., Cell]] = {}

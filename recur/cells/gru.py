@@ -107,6 +107,21 @@ def gru(
         h = (1.0 - z) * n + z * state.h
         return GRUState(h), h
 
+    def pointwise_fwd(state, x_proj, h_proj):
+        r, z, n = gates_from(x_proj, h_proj)
+        h = (1.0 - z) * n + z * state.h
+        return GRUState(h), h, (r, z, n, h_proj[..., 2 * H :])
+
+    def pointwise_bwd(state, residuals, d_new, d_h):
+        r, z, n, h_n = residuals
+        d_h = d_new.h + d_h
+        d_n = d_h * (1.0 - z) * (1.0 - n * n)  # through tanh
+        d_r = d_n * h_n * r * (1.0 - r)  # through σ
+        d_z = d_h * (state.h - n) * z * (1.0 - z)
+        d_x_proj = jnp.concatenate([d_r, d_z, d_n], axis=-1)
+        d_h_proj = jnp.concatenate([d_r, d_z, d_n * r], axis=-1)
+        return GRUState(d_h * z), d_x_proj, d_h_proj
+
     def gates_reset_after(params, state, x_proj):
         return gates_from(x_proj, recurrent(params, state))
 
@@ -132,7 +147,8 @@ def gru(
     if variant == "reset_after":
         return Cell(
             init, initial_state, project, step, H, f"gru_{variant}", gates,
-            recurrent=recurrent, pointwise=pointwise,
+            recurrent=recurrent, pointwise=pointwise, pointwise_fwd=pointwise_fwd,
+            pointwise_bwd=pointwise_bwd,
         )  # fmt: skip
     # reset_before multiplies h by r before the matmul: no linear-then-pointwise split.
     return Cell(init, initial_state, project, step, H, f"gru_{variant}", gates)

@@ -90,6 +90,23 @@ def lstm(
         h = o * jnp.tanh(c)
         return LSTMState(h, c), h
 
+    def pointwise_fwd(state, x_proj, h_proj):
+        i, f, g, o = gate_values(x_proj, h_proj)
+        c = f * state.c + i * g
+        tanh_c = jnp.tanh(c)
+        h = o * tanh_c
+        return LSTMState(h, c), h, (i, f, g, o, tanh_c)
+
+    def pointwise_bwd(state, residuals, d_new, d_h):
+        i, f, g, o, tanh_c = residuals
+        d_h = d_new.h + d_h
+        d_c = d_new.c + d_h * o * (1.0 - tanh_c * tanh_c)
+        d_gates = jnp.concatenate(  # through σ' = σ(1 - σ) and tanh' = 1 - tanh²
+            [d_c * g * i * (1.0 - i), d_c * state.c * f * (1.0 - f), d_c * i * (1.0 - g * g),
+             d_h * tanh_c * o * (1.0 - o)], axis=-1,
+        )  # fmt: skip
+        return LSTMState(jnp.zeros_like(d_h), d_c * f), d_gates, d_gates
+
     def step(params, state, x_proj):
         return pointwise(state, x_proj, recurrent(params, state))
 
@@ -99,5 +116,6 @@ def lstm(
 
     return Cell(
         init, initial_state, project, step, H, "lstm", gates,
-        recurrent=recurrent, pointwise=pointwise,
+        recurrent=recurrent, pointwise=pointwise, pointwise_fwd=pointwise_fwd,
+        pointwise_bwd=pointwise_bwd,
     )  # fmt: skip
