@@ -12,9 +12,10 @@ then one large matmul over all ``T * B`` rows each, and the input cotangents ano
                                dW_ih, db, dxs = vjp(project)(X [T*B, D], dX_proj [T*B, G])
 
 The forward pass is a plain scan that also saves each step's previous state and either the
-activations a cell's hand-written ``pointwise_bwd`` needs (``lstm``, ``gru``: no recomputation,
-and for the LSTM 5H numbers per row and step instead of 8H) or, for other cells, the projected
-input and recurrent product, from which autodiff recomputes the elementwise part.
+activations a cell's hand-written ``pointwise_bwd`` needs (``rnn``, ``lstm``, ``gru``: no
+recomputation, and for the LSTM 5H numbers per row and step instead of 8H) or, for cells
+without one, the projected input and recurrent product, from which autodiff recomputes the
+elementwise part.
 
 Works for cells that give ``Cell.recurrent`` and ``Cell.pointwise`` (``rnn``, ``lstm``, ``gru``
 with ``reset_after``); :func:`recur.unroll` uses it with ``fused=True``. Gradients equal those of

@@ -195,8 +195,8 @@ def test_bad_stack_arguments():
 
 # (cell, options, keep the cell's hand-written pointwise backward); without it the custom VJP
 # differentiates ``pointwise`` by autodiff.
-FUSED_CELLS = [("rnn", {}, True), ("lstm", {}, True), ("gru", {}, True), ("lstm", {}, False),
-               ("gru", {}, False)]  # fmt: skip
+FUSED_CELLS = [("rnn", {}, True), ("rnn", {"activation": "relu"}, True), ("lstm", {}, True),
+               ("gru", {}, True), ("rnn", {}, False), ("lstm", {}, False)]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "options", "hand_written"), FUSED_CELLS, ids=lambda v: str(v))

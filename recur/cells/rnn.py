@@ -91,10 +91,31 @@ def rnn(
         h = act(x_proj + h_proj)  # [..., H]
         return RNNState(h), h
 
+    # act' from what pointwise_fwd saves: the output for tanh and sigmoid, the pre-activation
+    # for relu and leaky_relu (so the derivative at 0 is jax's: 0 for relu, 1 for leaky_relu).
+    saves_output = activation in ("tanh", "sigmoid")
+    act_grad = {
+        "tanh": lambda h: 1.0 - h * h,
+        "sigmoid": lambda h: h * (1.0 - h),
+        "relu": lambda z: (z > 0).astype(z.dtype),
+        "leaky_relu": lambda z: jnp.where(z >= 0, 1.0, negative_slope).astype(z.dtype),
+        "linear": lambda z: jnp.ones_like(z),
+    }[activation]
+
+    def pointwise_fwd(state, x_proj, h_proj):
+        z = x_proj + h_proj
+        h = act(z)
+        return RNNState(h), h, h if saves_output else z
+
+    def pointwise_bwd(state, saved, d_new, d_h):
+        d_z = (d_new.h + d_h) * act_grad(saved)
+        return RNNState(jnp.zeros_like(d_z)), d_z, d_z
+
     def step(params, state, x_proj):
         return pointwise(state, x_proj, recurrent(params, state))
 
     return Cell(
         init, initial_state, project, step, hidden_size, f"rnn_{activation}",
-        recurrent=recurrent, pointwise=pointwise,
+        recurrent=recurrent, pointwise=pointwise, pointwise_fwd=pointwise_fwd,
+        pointwise_bwd=pointwise_bwd,
     )  # fmt: skip
