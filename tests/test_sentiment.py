@@ -46,8 +46,16 @@ def test_bucketing_yields_every_example_exactly_once():
     assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
 
 
+def test_flax_recipe_variant():
+    config = sentiment_config.get_config("sst2,cell=lstm,bidirectional=true,flax")
+    assert (config.model.pooling, config.model.head_hidden_size) == ("attention", 256)
+    assert (config.optim.name, config.optim.weight_decay, config.num_epochs) == ("sgd", 3e-6, 10)
+    with pytest.raises(ValueError, match="unknown config variant 'flx'"):
+        sentiment_config.get_config("sst2,flx")
+
+
 def test_padding_a_batch_does_not_change_any_logits():
-    config = sentiment_config.get_config("smoke,bidirectional=true")
+    config = sentiment_config.get_config("smoke,bidirectional=true,flax")
     config.model.pooling = "mean"
     model = sentiment_train.make_model(config, 50)
     sequences = [np.array(s, np.int32) for s in ([5, 6, 7, 8, 9, 10, 11], [12, 13], [14])]
