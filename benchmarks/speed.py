@@ -12,7 +12,8 @@ the same machine load; the table gives median milliseconds and the ratio other /
 XLA's memory estimate of the compiled step (arguments + outputs + temporaries).
 
 Implementations (``--impls``): ``recur`` (:func:`recur.unroll`, backend defaults),
-``recur_fused`` (the custom-VJP recurrence, :mod:`recur.fused`), ``recur_remat``, ``flax``
+``recur_fused`` (the custom-VJP recurrence, :mod:`recur.fused`; ``recur_fused_hoisted`` with the
+input projection hoisted out of the scan), ``recur_remat``, ``flax``
 (``nn.RNN`` with ``LSTMCell`` / ``GRUCell`` / ``SimpleCell``), ``flax_optimized`` (LSTM only:
 ``OptimizedLSTMCell``) and ``torch`` (``torch.nn.LSTM`` / ``GRU`` / ``RNN`` with
 ``--torch_threads``; skipped with a note when torch is not installed: ``pip install -e
@@ -93,7 +94,9 @@ def jax_step(loss_fn, params, xs, cotangent):
 def recur_impl(cell_name, batch, length, inputs, hidden, variant):
     cell = cells.get(cell_name, hidden)
     params = cell.init(jax.random.key(0), inputs)
-    options = {"fused": variant == "fused", "remat": variant == "remat"}
+    options = {"fused": variant.startswith("fused"), "remat": variant == "remat"}
+    if variant == "fused_hoisted":
+        options["hoist_projection"] = True
 
     def loss_fn(params, xs, cotangent):
         ys, _ = recur.unroll(cell, params, xs, **options)
@@ -231,7 +234,8 @@ def main(argv):
         if unknown:
             raise ValueError(f"unknown cell {unknown[0]!r}; available: lstm, gru, rnn")
         impls = list(FLAGS.impls)
-        known = {"recur", "recur_fused", "recur_remat", "flax", "flax_optimized", "torch"}
+        known = {"recur", "recur_fused", "recur_fused_hoisted", "recur_remat", "flax",
+                 "flax_optimized", "torch"}  # fmt: skip
         if set(impls) - known:
             raise ValueError(f"unknown implementation {sorted(set(impls) - known)[0]!r}")
     except ValueError as error:

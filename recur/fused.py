@@ -59,6 +59,7 @@ def fused_scan(
     initial_state: State,
     mask: Array | None = None,
     reverse: bool = False,
+    hoist_projection: bool = False,
 ) -> tuple[Array, State]:
     """Time-major unroll with the custom VJP.
 
@@ -69,6 +70,8 @@ def fused_scan(
       initial_state: the state before the first step.
       mask: optional ``[T, B, 1]`` bool; False steps keep the state and output zeros.
       reverse: run from ``t = T - 1`` down to 0.
+      hoist_projection: compute ``cell.project`` for all steps as one matmul before the scan
+        instead of inside each step (the backward is one matmul either way).
 
     Returns:
       ``(ys [T, B, H], final_state)``.
@@ -90,7 +93,7 @@ def fused_scan(
         def body(state, inputs):
             x, valid = inputs
             valid = valid > 0  # [B, 1] bool
-            x_proj = cell.project(params, x)  # [B, G]
+            x_proj = x if hoist_projection else cell.project(params, x)  # [B, G]
             r = cell.recurrent(params, state)  # [B, G]
             if hand_written:
                 new_state, y, residuals = cell.pointwise_fwd(state, x_proj, r)
@@ -99,7 +102,8 @@ def fused_scan(
             new_state, y = pointwise(state, x_proj, r, valid)
             return new_state, (y, (state, (x_proj, r)))
 
-        return jax.lax.scan(body, initial_state, (xs, mask), reverse=reverse)
+        inputs = cell.project(params, xs) if hoist_projection else xs
+        return jax.lax.scan(body, initial_state, (inputs, mask), reverse=reverse)
 
     @jax.custom_vjp
     def run(params, xs, initial_state, mask):

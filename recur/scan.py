@@ -102,7 +102,7 @@ def unroll(
         one backward pass (:mod:`recur.diagnostics`).
       fused: use the hand-written backward pass of :mod:`recur.fused` (weight gradients as one
         matmul after the backward scan); same values and gradients. Not combined with
-        ``remat``, ``perturbations`` or ``unroll``; the projection runs inside each step.
+        ``remat``, ``perturbations`` or ``unroll``.
 
     Returns:
       ``(outputs [B, T, H], final_state)``.
@@ -115,15 +115,16 @@ def unroll(
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
         mask = (jnp.arange(num_steps)[:, None] < seq_lengths[None, :])[..., None]
+    if hoist_projection is None:
+        hoist_projection = default_hoist_projection()
     if fused:
         if remat or perturbations is not None or unroll != 1:
             raise ValueError("fused=True does not combine with remat, perturbations or unroll")
         ys, final_state = fused_scan(
-            cell, params, jnp.swapaxes(xs, 0, 1), initial_state, mask, reverse=reverse
-        )
+            cell, params, jnp.swapaxes(xs, 0, 1), initial_state, mask, reverse=reverse,
+            hoist_projection=hoist_projection,
+        )  # fmt: skip
         return jnp.swapaxes(ys, 0, 1), final_state
-    if hoist_projection is None:
-        hoist_projection = default_hoist_projection()
 
     xs = jnp.swapaxes(xs, 0, 1)  # [T, B, D]
     if hoist_projection:

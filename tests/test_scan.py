@@ -209,12 +209,12 @@ def test_fused_backward_equals_autodiff_in_float64(name, options, hand_written):
         xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float64)
         initial = jax.tree.map(lambda s: s + 0.1, cell.initial_state((B,), jnp.float64))
         cotangent = jax.random.normal(jax.random.key(2), (B, T, H), jnp.float64)
-        for reverse, lengths in ((False, None), (True, LENGTHS)):
+        for reverse, lengths, hoist in ((False, None, False), (True, LENGTHS, True)):
 
-            def loss(params, xs, initial, fused, reverse=reverse, lengths=lengths):
+            def loss(params, xs, initial, fused, reverse=reverse, lengths=lengths, hoist=hoist):
                 ys, final = recur.unroll(
                     cell, params, xs, initial_state=initial, seq_lengths=lengths,
-                    reverse=reverse, fused=fused,
+                    reverse=reverse, fused=fused, hoist_projection=hoist,
                 )  # fmt: skip
                 return jnp.sum(ys * cotangent) + sum(jnp.sum(s**2) for s in final)
 
