@@ -124,6 +124,9 @@ def test_configs_and_bad_variants():
     assert (medium.model.hidden_size, medium.bptt, medium.model.cell) == (650, 35, "gru")
     assert lm_config.get_config("shakespeare_char").data.level == "char"
     assert lm_config.get_config("ptb_char").data.level == "char_tokens"
+    rates = {c: lm_config.get_config(f"ptb_small,cell={c}").optim.learning_rate
+             for c in ("lstm", "gru", "rnn")}  # fmt: skip
+    assert rates == {"lstm": 1.0, "gru": 0.5, "rnn": 0.2} and medium.optim.learning_rate == 1.0
     with pytest.raises(ValueError, match="unknown config variant 'ptb_large'"):
         lm_config.get_config("ptb_large")
 
