@@ -49,14 +49,15 @@ def test_every_optimizer_steps(name):
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_weight_decay_is_an_l2_penalty_added_after_clipping(name):
-    config = smoke(optim__name=name, optim__learning_rate=0.5, optim__weight_decay=0.1,
+    config = smoke(optim__name=name, optim__learning_rate=0.5, optim__weight_decay=1.0,
                    optim__clip_norm=1.0)  # fmt: skip
     optimizer, _ = make_optimizer(config.optim, 10)
     params = {"w": np.full(4, 2.0, np.float32)}
     grads = {"w": np.zeros(4, np.float32)}
     updates, _ = optimizer.update(grads, optimizer.init(params), params)
-    if name == "sgd":  # gradient of 0.1 / 2 * |w|^2 is 0.2 per element, times -lr
-        np.testing.assert_allclose(updates["w"], -0.1, rtol=1e-6)
+    if name == "sgd":  # the penalty's gradient, 1.0 * w = 2 per element (norm 4 > clip_norm:
+        # clipped it would be 0.5), times -lr
+        np.testing.assert_allclose(updates["w"], -1.0, rtol=1e-6)
     else:  # Adam normalises the penalty's gradient: a first step of -lr per element
         np.testing.assert_allclose(updates["w"], -0.5, rtol=1e-4)
     config.optim.weight_decay = 0.0

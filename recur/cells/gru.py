@@ -102,15 +102,14 @@ def gru(
         n = jnp.tanh(x_n + r * h_n)
         return r, z, n
 
-    def pointwise(state, x_proj, h_proj):
-        _, z, n = gates_from(x_proj, h_proj)
-        h = (1.0 - z) * n + z * state.h
-        return GRUState(h), h
-
     def pointwise_fwd(state, x_proj, h_proj):
         r, z, n = gates_from(x_proj, h_proj)
         h = (1.0 - z) * n + z * state.h
         return GRUState(h), h, (r, z, n, h_proj[..., 2 * H :])
+
+    def pointwise(state, x_proj, h_proj):
+        new_state, h, _ = pointwise_fwd(state, x_proj, h_proj)  # unused residuals: no cost
+        return new_state, h
 
     def pointwise_bwd(state, residuals, d_new, d_h):
         r, z, n, h_n = residuals

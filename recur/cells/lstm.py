@@ -84,18 +84,16 @@ def lstm(
         i, f, g, o = jnp.split(x_proj + h_proj, 4, axis=-1)  # each [..., H]
         return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
 
-    def pointwise(state, x_proj, h_proj):
-        i, f, g, o = gate_values(x_proj, h_proj)
-        c = f * state.c + i * g
-        h = o * jnp.tanh(c)
-        return LSTMState(h, c), h
-
     def pointwise_fwd(state, x_proj, h_proj):
         i, f, g, o = gate_values(x_proj, h_proj)
         c = f * state.c + i * g
         tanh_c = jnp.tanh(c)
         h = o * tanh_c
         return LSTMState(h, c), h, (i, f, g, o, tanh_c)
+
+    def pointwise(state, x_proj, h_proj):
+        new_state, h, _ = pointwise_fwd(state, x_proj, h_proj)  # unused residuals: no cost
+        return new_state, h
 
     def pointwise_bwd(state, residuals, d_new, d_h):
         i, f, g, o, tanh_c = residuals
