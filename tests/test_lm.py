@@ -144,6 +144,7 @@ def test_command_line_train_evaluate_sample_and_errors(tmp_path, corpus):
     flags = [
         "--config=experiments/lm/config.py:smoke,cell=gru",
         f"--config.data.train_path={corpus}",
+        "--config.model.fused=true",  # the hand-written backward (same gradients)
         f"--workdir={workdir}",
     ]
     result = run_module("experiments.lm.main", *flags)
@@ -165,6 +166,13 @@ def test_command_line_train_evaluate_sample_and_errors(tmp_path, corpus):
     )  # fmt: skip
     assert failed.returncode == 1
     assert "missing.txt does not exist" in failed.stderr and "Traceback" not in failed.stderr
+    impossible = run_module(
+        "experiments.lm.main", "--config=experiments/lm/config.py:smoke,cell=gru",
+        f"--config.data.train_path={corpus}", "--config.model.gru_variant=reset_before",
+        "--config.model.fused=true", f"--workdir={tmp_path / 'impossible'}",
+    )  # fmt: skip
+    assert impossible.returncode == 1 and "Traceback" not in impossible.stderr
+    assert "no recurrent/pointwise split; use fused=False" in impossible.stderr
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="corpus file .*empty.txt is empty"):
         train.prepare(smoke_config(tmp_path / "empty.txt"))

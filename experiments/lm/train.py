@@ -86,6 +86,7 @@ def make_model(config, vocab_size: int) -> models.LanguageModel:
         dropout_rate=model.dropout_rate,
         variational_dropout=model.variational_dropout,
         tie_embeddings=model.tie_embeddings,
+        fused=model.get("fused", False),
         cell_options=options,
     )
 

@@ -77,6 +77,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.embed_size = 16
     # Rematerialise each step in the backward pass (long sequences).
     config.model.remat = False
+    # The hand-written backward pass of recur.fused: same gradients, faster at small batch and
+    # short windows on CPU (see the README's speed section); needs gru_variant reset_after.
+    config.model.fused = False
 
     # Examples per training step (divisible by the number of devices).
     config.batch_size = 64

@@ -110,6 +110,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         "cell": model_config.cell,
         "num_layers": model_config.num_layers,
         "remat": model_config.remat,
+        "fused": model_config.get("fused", False),
         "cell_options": cells.options_from_config(model_config),
     }
     notes = []

@@ -98,6 +98,7 @@ def build_task(config: ml_collections.ConfigDict, prepared: Prepared) -> Task:
         hidden_size=model_config.hidden_size,
         num_layers=model_config.num_layers,
         dropout_rate=model_config.dropout_rate,
+        fused=model_config.get("fused", False),
         cell_options=cells.options_from_config(model_config),
     )
     cells.get(model_config.cell, model_config.hidden_size, **common["cell_options"])

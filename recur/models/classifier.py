@@ -38,6 +38,7 @@ class _Encoder(nn.Module):
     bidirectional: bool
     dropout_rate: float
     remat: bool
+    fused: bool
     cell_options: Mapping[str, Any]
 
     @nn.compact
@@ -52,6 +53,7 @@ class _Encoder(nn.Module):
             bidirectional=self.bidirectional,
             dropout_rate=self.dropout_rate,
             remat=self.remat,
+            fused=self.fused,
             cell_options=self.cell_options,
             name="recurrent",
         )
@@ -82,6 +84,7 @@ class SequenceClassifier(nn.Module):
     head_hidden_size: int = 0
     dropout_rate: float = 0.0
     remat: bool = False
+    fused: bool = False
     cell_options: Mapping[str, Any] = FrozenDict()
 
     @nn.compact
@@ -91,7 +94,8 @@ class SequenceClassifier(nn.Module):
         check_pooling(self.pooling)
         outputs, states = _Encoder(
             self.vocab_size, self.embed_size, self.cell, self.hidden_size, self.num_layers,
-            self.bidirectional, self.dropout_rate, self.remat, self.cell_options, name="encoder",
+            self.bidirectional, self.dropout_rate, self.remat, self.fused, self.cell_options,
+            name="encoder",
         )(inputs, seq_lengths, deterministic)  # fmt: skip
         batch_size, num_steps = outputs.shape[:2]
         mask = time_mask(seq_lengths, batch_size, num_steps)
@@ -130,6 +134,7 @@ class SequenceTagger(nn.Module):
     bidirectional: bool = False
     dropout_rate: float = 0.0
     remat: bool = False
+    fused: bool = False
     cell_options: Mapping[str, Any] = FrozenDict()
 
     @nn.compact
@@ -138,7 +143,8 @@ class SequenceTagger(nn.Module):
     ) -> Array:
         outputs, _ = _Encoder(
             self.vocab_size, self.embed_size, self.cell, self.hidden_size, self.num_layers,
-            self.bidirectional, self.dropout_rate, self.remat, self.cell_options, name="encoder",
+            self.bidirectional, self.dropout_rate, self.remat, self.fused, self.cell_options,
+            name="encoder",
         )(inputs, seq_lengths, deterministic)  # fmt: skip
         outputs = nn.Dropout(self.dropout_rate, deterministic=deterministic)(outputs)
         return nn.Dense(self.num_outputs, name="head")(outputs)

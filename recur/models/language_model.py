@@ -31,6 +31,7 @@ class LanguageModel(nn.Module):
     variational_dropout: bool = False
     tie_embeddings: bool = False
     remat: bool = False
+    fused: bool = False
     cell_options: Mapping[str, Any] = FrozenDict()
 
     def setup(self):
@@ -47,6 +48,7 @@ class LanguageModel(nn.Module):
             dropout_rate=self.dropout_rate,
             variational_dropout=self.variational_dropout,
             remat=self.remat,
+            fused=self.fused,
             cell_options=self.cell_options,
         )
         broadcast = (1,) if self.variational_dropout else ()
