@@ -12,8 +12,9 @@ the same machine load; the table gives median milliseconds and the ratio other /
 XLA's memory estimate of the compiled step (arguments + outputs + temporaries).
 
 Implementations (``--impls``): ``recur`` (:func:`recur.unroll`, backend defaults),
-``recur_fused`` (the custom-VJP recurrence, :mod:`recur.fused`; ``recur_fused_hoisted`` with the
-input projection hoisted out of the scan), ``recur_remat``, ``flax``
+``recur_autodiff`` (``fused=False``: autodiff of the scan), ``recur_fused`` (``fused=True``: the
+custom-VJP recurrence, :mod:`recur.fused`; ``recur_fused_hoisted`` with the input projection
+hoisted out of the scan), ``recur_remat``, ``flax``
 (``nn.RNN`` with ``LSTMCell`` / ``GRUCell`` / ``SimpleCell``), ``flax_optimized`` (LSTM only:
 ``OptimizedLSTMCell``) and ``torch`` (``torch.nn.LSTM`` / ``GRU`` / ``RNN`` with
 ``--torch_threads``; skipped with a note when torch is not installed: ``pip install -e
@@ -50,7 +51,8 @@ flags.DEFINE_list(
     "T values of the sweep (at B, D, H of the first config); empty: no sweep.",
 )  # fmt: skip
 flags.DEFINE_list(
-    "impls", ["recur", "recur_fused", "recur_remat", "flax", "flax_optimized", "torch"],
+    "impls", ["recur", "recur_autodiff", "recur_fused", "recur_remat", "flax", "flax_optimized",
+              "torch"],
     "Implementations to measure (see the module docstring).",
 )  # fmt: skip
 flags.DEFINE_integer("steps", 10, "Timed steps per implementation (after warm-up).")
@@ -94,7 +96,11 @@ def jax_step(loss_fn, params, xs, cotangent):
 def recur_impl(cell_name, batch, length, inputs, hidden, variant):
     cell = cells.get(cell_name, hidden)
     params = cell.init(jax.random.key(0), inputs)
-    options = {"fused": variant.startswith("fused"), "remat": variant == "remat"}
+    options = {"remat": variant == "remat"}  # "": the backend's defaults (recur.unroll)
+    if variant.startswith("fused"):
+        options["fused"] = True
+    if variant == "autodiff":
+        options["fused"] = False
     if variant == "fused_hoisted":
         options["hoist_projection"] = True
 
@@ -202,6 +208,8 @@ def format_row(cell_name, config, records) -> str:
 
 
 def machine() -> dict:
+    settings = os.environ.items()
+    allocator = {k: v for k, v in settings if k == "LD_PRELOAD" or k.startswith("MALLOC_")}
     info = {
         "platform": platform.platform(),
         "processor": platform.processor(),
@@ -212,6 +220,9 @@ def machine() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        # The allocator changes CPU timings (under glibc's defaults every step's large buffers
+        # are fresh pages): record any preloaded allocator and malloc tuning.
+        "allocator": allocator or "default (glibc malloc)",
     }
     try:
         import torch  # noqa: PLC0415
@@ -234,8 +245,8 @@ def main(argv):
         if unknown:
             raise ValueError(f"unknown cell {unknown[0]!r}; available: lstm, gru, rnn")
         impls = list(FLAGS.impls)
-        known = {"recur", "recur_fused", "recur_fused_hoisted", "recur_remat", "flax",
-                 "flax_optimized", "torch"}  # fmt: skip
+        known = {"recur", "recur_autodiff", "recur_fused", "recur_fused_hoisted", "recur_remat",
+                 "flax", "flax_optimized", "torch"}  # fmt: skip
         if set(impls) - known:
             raise ValueError(f"unknown implementation {sorted(set(impls) - known)[0]!r}")
     except ValueError as error:

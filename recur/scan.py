@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recur import fused as fused_lib
 from recur.cells.base import Cell
-from recur.fused import fused_scan
 from recur.types import Array, Params, PRNGKey, State
 
 MERGES = ("concat", "sum")
@@ -26,6 +26,32 @@ def default_hoist_projection() -> bool:
     section), so there the projection runs inside each step.
     """
     return jax.default_backend() != "cpu"
+
+
+# Largest batch for which unroll picks recur.fused by default on CPU, per cell family. Measured
+# on a 2-core CPU (benchmarks/speed.py, README): fused / autodiff time 0.64-1.04 for the LSTM at
+# B <= 32 (14 configurations) but up to 1.14 at B = 64; 0.59-1.00 for the RNN at B <= 64 (18
+# configurations); 0.94-1.26 for both at B >= 128. The GRU's fused backward keeps more per-step
+# arrays (up to 24% more memory) and lost at long T, so it stays opt-in.
+FUSED_MAX_BATCH_ON_CPU = {"lstm": 32, "rnn": 64}
+
+
+def default_fused(cell: Cell, batch_size: int) -> bool:
+    """Whether :func:`unroll` uses :mod:`recur.fused` when ``fused=None``.
+
+    True on CPU for ``lstm`` with ``batch_size <= 32`` and ``rnn`` (any activation) with
+    ``batch_size <= 64`` (:data:`FUSED_MAX_BATCH_ON_CPU`), where it was measured faster; False
+    elsewhere (the GRU, larger batches, GPU and TPU, where it is not measured yet). Either path
+    gives the same values and gradients; only ``jax.jvp`` / ``jax.jacfwd`` through the unroll
+    need ``fused=False`` (forward mode cannot pass a custom VJP; ``jax.grad`` of ``jax.grad``
+    and forward-over-reverse Hessian-vector products work).
+    """
+    family = "rnn" if cell.name.startswith("rnn_") else cell.name
+    return (
+        jax.default_backend() == "cpu"
+        and batch_size <= FUSED_MAX_BATCH_ON_CPU.get(family, 0)
+        and fused_lib.supports(cell)
+    )
 
 
 def check_inputs(xs: Array) -> Array:
@@ -74,7 +100,7 @@ def unroll(
     remat: bool = False,
     hoist_projection: bool | None = None,
     perturbations: State | None = None,
-    fused: bool = False,
+    fused: bool | None = None,
 ) -> tuple[Array, State]:
     """Runs ``cell`` over the time axis of ``xs``.
 
@@ -102,7 +128,8 @@ def unroll(
         one backward pass (:mod:`recur.diagnostics`).
       fused: use the hand-written backward pass of :mod:`recur.fused` (weight gradients as one
         matmul after the backward scan); same values and gradients. Not combined with
-        ``remat``, ``perturbations`` or ``unroll``.
+        ``remat``, ``perturbations`` or ``unroll``. Default (None): :func:`default_fused` where
+        none of those is set, else False. Pass False for ``jax.jvp`` / ``jax.jacfwd``.
 
     Returns:
       ``(outputs [B, T, H], final_state)``.
@@ -117,10 +144,13 @@ def unroll(
         mask = (jnp.arange(num_steps)[:, None] < seq_lengths[None, :])[..., None]
     if hoist_projection is None:
         hoist_projection = default_hoist_projection()
+    if fused is None:
+        plain = not remat and perturbations is None and unroll == 1
+        fused = plain and default_fused(cell, batch_size)
     if fused:
         if remat or perturbations is not None or unroll != 1:
             raise ValueError("fused=True does not combine with remat, perturbations or unroll")
-        ys, final_state = fused_scan(
+        ys, final_state = fused_lib.fused_scan(
             cell, params, jnp.swapaxes(xs, 0, 1), initial_state, mask, reverse=reverse,
             hoist_projection=hoist_projection,
         )  # fmt: skip

@@ -57,18 +57,19 @@ def test_gradient_flow_bad_input(tmp_path):
 def test_speed_app_smoke(tmp_path):
     result = run_module(
         "benchmarks.speed", "--cells=lstm,rnn", "--configs=2x5x3x4", "--sweep_lengths=3",
-        "--impls=recur,recur_fused,flax_optimized", "--steps=2", "--warmup=1",
+        "--impls=recur,recur_autodiff,recur_fused,flax_optimized", "--steps=2", "--warmup=1",
         f"--out={tmp_path}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "speed.json").read_text())
     assert report["machine"]["jax"] and report["command"].startswith("python -m benchmarks.speed")
+    assert report["machine"]["allocator"]
     rows = {(row["kind"], row["cell"], row["config"]["length"]): row for row in report["rows"]}
     assert set(rows) == {
         (k, c, t) for k, t in (("table", 5), ("sweep", 3)) for c in ("lstm", "rnn")
     }
     lstm = rows["table", "lstm", 5]["results"]
-    assert set(lstm) == {"recur", "recur_fused", "flax_optimized"}
+    assert set(lstm) == {"recur", "recur_autodiff", "recur_fused", "flax_optimized"}
     assert "flax_optimized" not in rows["table", "rnn", 5]["results"]  # LSTM-only cell
     for record in lstm.values():
         assert len(record["ms"]) == 2 and record["median_ms"] > 0 and record["memory_bytes"] > 0

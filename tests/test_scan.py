@@ -234,6 +234,37 @@ def test_fused_errors():
         recur.unroll(cell, params, inputs(), fused=True, remat=True)
 
 
+def test_default_fused_picks_by_backend_cell_and_size():
+    """``fused=None`` takes the hand-written backward where it was measured faster (CPU, LSTM
+    at batch <= 32, RNN at batch <= 64) and autodiff elsewhere, or where an option excludes it."""
+    from recur.scan import FUSED_MAX_BATCH_ON_CPU, default_fused  # noqa: PLC0415
+
+    assert jax.default_backend() == "cpu"
+    lstm_limit, rnn_limit = FUSED_MAX_BATCH_ON_CPU["lstm"], FUSED_MAX_BATCH_ON_CPU["rnn"]
+    assert default_fused(cells.get("lstm", 256), lstm_limit)
+    assert not default_fused(cells.get("lstm", 256), lstm_limit + 1)
+    assert default_fused(cells.get("rnn", 64, activation="relu"), rnn_limit)
+    assert not default_fused(cells.get("rnn", 64), rnn_limit + 1)
+    assert not default_fused(cells.get("gru", 64), 8)
+    assert not default_fused(cells.get("gru", 64, variant="reset_before"), 8)
+
+    def runs_custom_vjp(name, **options):
+        cell, params = make(name, {})
+        jaxpr = jax.make_jaxpr(lambda p: recur.unroll(cell, p, inputs(), **options))(params)
+        return "custom_vjp" in str(jaxpr)
+
+    assert runs_custom_vjp("lstm") and runs_custom_vjp("rnn")
+    assert not runs_custom_vjp("gru") and not runs_custom_vjp("lstm", fused=False)
+    # remat, unroll and perturbations fall back to autodiff instead of raising.
+    assert not runs_custom_vjp("lstm", remat=True) and not runs_custom_vjp("lstm", unroll=2)
+    # Forward mode needs fused=False; JAX says so if it meets the custom VJP.
+    cell, params = make("lstm", {})
+    run = functools.partial(recur.unroll, cell, xs=inputs())
+    with pytest.raises(TypeError, match="forward-mode autodiff"):
+        jax.jvp(lambda p: run(p)[0], (params,), (params,))
+    jax.jvp(lambda p: run(p, fused=False)[0], (params,), (params,))
+
+
 def test_fused_recurrent_module_matches_autodiff():
     from recur.models import Recurrent  # noqa: PLC0415
 

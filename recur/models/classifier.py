@@ -38,7 +38,7 @@ class _Encoder(nn.Module):
     bidirectional: bool
     dropout_rate: float
     remat: bool
-    fused: bool
+    fused: bool | None
     cell_options: Mapping[str, Any]
 
     @nn.compact
@@ -84,7 +84,7 @@ class SequenceClassifier(nn.Module):
     head_hidden_size: int = 0
     dropout_rate: float = 0.0
     remat: bool = False
-    fused: bool = False
+    fused: bool | None = None
     cell_options: Mapping[str, Any] = FrozenDict()
 
     @nn.compact
@@ -134,7 +134,7 @@ class SequenceTagger(nn.Module):
     bidirectional: bool = False
     dropout_rate: float = 0.0
     remat: bool = False
-    fused: bool = False
+    fused: bool | None = None
     cell_options: Mapping[str, Any] = FrozenDict()
 
     @nn.compact

@@ -31,7 +31,7 @@ class LanguageModel(nn.Module):
     variational_dropout: bool = False
     tie_embeddings: bool = False
     remat: bool = False
-    fused: bool = False
+    fused: bool | None = None
     cell_options: Mapping[str, Any] = FrozenDict()
 
     def setup(self):

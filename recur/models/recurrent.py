@@ -39,7 +39,8 @@ class Recurrent(nn.Module):
       variational_dropout: share each sequence's dropout mask across time steps.
       remat: rematerialise each step in the backward pass.
       hoist_projection: see :func:`recur.unroll` (None: the backend's default).
-      fused: the hand-written backward pass of :mod:`recur.fused` (see :func:`recur.unroll`).
+      fused: the hand-written backward pass of :mod:`recur.fused`; None: the backend's default
+        (:func:`recur.scan.default_fused`).
       cell_options: extra options for the cell factory, e.g. ``{"activation": "relu"}``.
     """
 
@@ -53,7 +54,7 @@ class Recurrent(nn.Module):
     variational_dropout: bool = False
     remat: bool = False
     hoist_projection: bool | None = None
-    fused: bool = False
+    fused: bool | None = None
     cell_options: Mapping[str, Any] = FrozenDict()
 
     def make_cells(self) -> list[cells_lib.Cell]:
