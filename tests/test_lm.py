@@ -166,13 +166,12 @@ def test_command_line_train_evaluate_sample_and_errors(tmp_path, corpus):
     )  # fmt: skip
     assert failed.returncode == 1
     assert "missing.txt does not exist" in failed.stderr and "Traceback" not in failed.stderr
-    impossible = run_module(
-        "experiments.lm.main", "--config=experiments/lm/config.py:smoke,cell=gru",
-        f"--config.data.train_path={corpus}", "--config.model.gru_variant=reset_before",
-        "--config.model.fused=true", f"--workdir={tmp_path / 'impossible'}",
-    )  # fmt: skip
-    assert impossible.returncode == 1 and "Traceback" not in impossible.stderr
-    assert "no recurrent/pointwise split; use fused=False" in impossible.stderr
+    # model.fused reaches the model: the reset-before GRU has no fused backward.
+    impossible = smoke_config(corpus)
+    impossible.model.update(cell="gru", gru_variant="reset_before", fused=True)
+    model = train.make_model(impossible, vocab_size=len(WORDS) + 2)
+    with pytest.raises(ValueError, match="no recurrent/pointwise split; use fused=False"):
+        model.init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="corpus file .*empty.txt is empty"):
         train.prepare(smoke_config(tmp_path / "empty.txt"))
