@@ -6,10 +6,11 @@
 A step is forward + backward of one layer on ``[B, T, D]`` inputs with a loss that reads every
 output (``sum(outputs * cotangent)`` with a fixed random cotangent), giving gradients for every
 parameter and the inputs. For every (config, cell) each implementation is compiled and warmed
-up, then the implementations take turns, one step each, ``--steps`` times, so all of them see
-the same machine load; the table gives median milliseconds and the ratio other / recur
-(> 1: recur is faster). Also recorded: the spread (min, max), compile time and, for JAX,
-XLA's memory estimate of the compiled step (arguments + outputs + temporaries).
+up, then the implementations take turns, one step each, ``--steps`` rounds in a new random
+order each round, so all of them see the same machine load; the table gives median
+milliseconds and the ratio other / recur (> 1: recur is faster). Also recorded: the spread
+(min, max), compile time and, for JAX, XLA's memory estimate of the compiled step (arguments
++ outputs + temporaries).
 
 Implementations (``--impls``): ``recur`` (:func:`recur.unroll`, backend defaults),
 ``recur_autodiff`` (``fused=False``: autodiff of the scan), ``recur_fused`` (``fused=True``: the
@@ -181,10 +182,13 @@ def measure(cell_name, config, impls, steps, warmup):
             run()
         runners[impl] = run
         records[impl] = {"compile_seconds": compile_seconds, "memory_bytes": memory, "ms": []}
+    # A new order every round: the step after another implementation's can pay for that one's
+    # memory use (freed pages, evicted caches), so no implementation keeps one position.
+    order = np.random.default_rng(0)
     for _ in range(steps):
-        for impl, run in runners.items():
+        for impl in order.permutation(list(runners)):
             started = time.perf_counter()
-            run()
+            runners[impl]()
             records[impl]["ms"].append(1000 * (time.perf_counter() - started))
     batch, length = config[:2]
     for record in records.values():
