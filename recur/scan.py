@@ -29,10 +29,10 @@ def default_hoist_projection() -> bool:
 
 
 # Largest batch for which unroll picks recur.fused by default on CPU, per cell family. Measured
-# on a 2-core CPU (benchmarks/speed.py, README): fused / autodiff time 0.64-1.04 for the LSTM at
-# B <= 32 (14 configurations) but up to 1.14 at B = 64; 0.59-1.00 for the RNN at B <= 64 (18
-# configurations); 0.94-1.26 for both at B >= 128. The GRU's fused backward keeps more per-step
-# arrays (up to 24% more memory) and lost at long T, so it stays opt-in.
+# on a 2-core CPU (results/speed/cpu_fused_crossover.json, README): fused / autodiff time
+# 0.64-1.00 for the LSTM at B <= 32 but 0.81-1.14 at B = 64; 0.59-1.00 for the RNN at B <= 64;
+# 0.94-1.26 for both at B >= 128. The GRU's fused backward keeps more per-step arrays (up to 24%
+# more memory) and lost at long T and large batch, so it stays opt-in.
 FUSED_MAX_BATCH_ON_CPU = {"lstm": 32, "rnn": 64}
 
 
