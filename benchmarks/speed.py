@@ -23,22 +23,18 @@ hoisted out of the scan), ``recur_remat``, ``flax``
 """
 
 import json
-import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-import recur
-from recur import cells
+from benchmarks.common import jax_step, machine, parse_config, random_inputs, recur_impl
 from recur.train import quiet_logs
 
 FLAGS = flags.FLAGS
@@ -61,55 +57,6 @@ flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
 flags.DEFINE_string("out", None, "Output directory for speed.json.")
 flags.mark_flag_as_required("out")
-
-
-def parse_config(text: str) -> tuple[int, int, int, int]:
-    try:
-        values = tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        values = ()
-    if len(values) != 4 or min(values) < 1:
-        raise ValueError(f"config {text!r} is not BxTxDxH with four positive integers")
-    return values
-
-
-def jax_step(loss_fn, params, xs, cotangent):
-    """A jitted fwd+bwd of ``loss_fn(params, xs, cotangent)``; returns ``(run, compile_s,
-    memory_bytes)`` where ``run()`` executes one step and blocks until it is done."""
-    step = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))
-    started = time.perf_counter()
-    compiled = step.lower(params, xs, cotangent).compile()
-    compile_seconds = time.perf_counter() - started
-    memory = None
-    analysis = compiled.memory_analysis()
-    if analysis is not None:
-        memory = int(
-            analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-            + analysis.temp_size_in_bytes
-        )  # fmt: skip
-
-    def run():
-        jax.block_until_ready(compiled(params, xs, cotangent))
-
-    return run, compile_seconds, memory
-
-
-def recur_impl(cell_name, batch, length, inputs, hidden, variant):
-    cell = cells.get(cell_name, hidden)
-    params = cell.init(jax.random.key(0), inputs)
-    options = {"remat": variant == "remat"}  # "": the backend's defaults (recur.unroll)
-    if variant.startswith("fused"):
-        options["fused"] = True
-    if variant == "autodiff":
-        options["fused"] = False
-    if variant == "fused_hoisted":
-        options["hoist_projection"] = True
-
-    def loss_fn(params, xs, cotangent):
-        ys, _ = recur.unroll(cell, params, xs, **options)
-        return jnp.sum(ys * cotangent)
-
-    return loss_fn, params
 
 
 FLAX_CELLS = {
@@ -164,9 +111,7 @@ def build(impl, cell_name, config):
     else:
         variant = impl.removeprefix("recur").lstrip("_")
         loss_fn, params = recur_impl(cell_name, batch, length, inputs, hidden, variant)
-    rng = np.random.default_rng(0)
-    xs = jnp.asarray(rng.standard_normal((batch, length, inputs), np.float32))
-    cotangent = jnp.asarray(rng.standard_normal((batch, length, hidden), np.float32))
+    xs, cotangent = random_inputs(batch, length, inputs, hidden)
     return jax_step(loss_fn, params, xs, cotangent)
 
 
@@ -209,33 +154,6 @@ def format_row(cell_name, config, records) -> str:
             f"x{record['median_ms'] / base:.2f}{memory_text}"
         )
     return f"{cell_name} {'x'.join(map(str, config))}: " + " | ".join(cells_text)
-
-
-def machine() -> dict:
-    settings = os.environ.items()
-    allocator = {k: v for k, v in settings if k == "LD_PRELOAD" or k.startswith("MALLOC_")}
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        # The allocator changes CPU timings (under glibc's defaults every step's large buffers
-        # are fresh pages): record any preloaded allocator and malloc tuning.
-        "allocator": allocator or "default (glibc malloc)",
-    }
-    try:
-        import torch  # noqa: PLC0415
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        pass
-    return info
 
 
 def main(argv):

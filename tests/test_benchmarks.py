@@ -76,6 +76,21 @@ def test_speed_app_smoke(tmp_path):
     assert "x1.00" in result.stdout
 
 
+def test_profile_step_app(tmp_path):
+    result = run_module(
+        "benchmarks.profile_step", "--cell=lstm", "--config=2x6x3x4", "--fused=true",
+        "--steps=2", "--warmup=1", f"--out={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "profile.json").read_text())
+    assert report["traced_step_ms"] > 0 and report["command"].startswith("python -m bench")
+    ops = report["ops"]
+    # The scan's ops run once per step (6 here); the forward's recurrent matmul is among them.
+    per_step = [r for r in ops.values() if r["calls_per_step"] == 6]
+    assert per_step and all(r["ms_per_step"] >= 0 for r in ops.values())
+    assert any("jvp()/while/body" in r["hlo"] and "dot_general" in r["hlo"] for r in per_step)
+
+
 def test_speed_bad_input(tmp_path):
     result = run_module("benchmarks.speed", "--configs=32x100", f"--out={tmp_path}")
     assert result.returncode == 1 and "config '32x100' is not BxTxDxH" in result.stderr

@@ -1,0 +1,98 @@
+"""What the speed benchmark and the step profiler share: the step of a recur layer, its inputs,
+the config syntax and the machine record (no flags here, so both apps can import it)."""
+
+import os
+import platform
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import recur
+from recur import cells
+
+
+def parse_config(text: str) -> tuple[int, int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 1:
+        raise ValueError(f"config {text!r} is not BxTxDxH with four positive integers")
+    return values
+
+
+def random_inputs(batch, length, inputs, hidden):
+    """Fixed random ``xs [B, T, D]`` and output cotangent ``[B, T, H]`` (seed 0)."""
+    rng = np.random.default_rng(0)
+    xs = jnp.asarray(rng.standard_normal((batch, length, inputs), np.float32))
+    cotangent = jnp.asarray(rng.standard_normal((batch, length, hidden), np.float32))
+    return xs, cotangent
+
+
+def jax_step(loss_fn, params, xs, cotangent):
+    """A jitted fwd+bwd of ``loss_fn(params, xs, cotangent)``; returns ``(run, compile_s,
+    memory_bytes)`` where ``run()`` executes one step and blocks until it is done."""
+    step = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))
+    started = time.perf_counter()
+    compiled = step.lower(params, xs, cotangent).compile()
+    compile_seconds = time.perf_counter() - started
+    memory = None
+    analysis = compiled.memory_analysis()
+    if analysis is not None:
+        memory = int(
+            analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+            + analysis.temp_size_in_bytes
+        )  # fmt: skip
+
+    def run():
+        jax.block_until_ready(compiled(params, xs, cotangent))
+
+    return run, compile_seconds, memory
+
+
+def recur_impl(cell_name, batch, length, inputs, hidden, variant):
+    cell = cells.get(cell_name, hidden)
+    params = cell.init(jax.random.key(0), inputs)
+    options = {"remat": variant == "remat"}  # "": the backend's defaults (recur.unroll)
+    if variant.startswith("fused"):
+        options["fused"] = True
+    if variant == "autodiff":
+        options["fused"] = False
+    if variant == "fused_hoisted":
+        options["hoist_projection"] = True
+
+    def loss_fn(params, xs, cotangent):
+        ys, _ = recur.unroll(cell, params, xs, **options)
+        return jnp.sum(ys * cotangent)
+
+    return loss_fn, params
+
+
+def machine() -> dict:
+    settings = os.environ.items()
+    allocator = {k: v for k, v in settings if k == "LD_PRELOAD" or k.startswith("MALLOC_")}
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        # The allocator changes CPU timings (under glibc's defaults every step's large buffers
+        # are fresh pages): record any preloaded allocator and malloc tuning.
+        "allocator": allocator or "default (glibc malloc)",
+    }
+    try:
+        import torch  # noqa: PLC0415
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
