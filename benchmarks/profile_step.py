@@ -7,13 +7,13 @@ The step is the speed benchmark's (:mod:`benchmarks.speed`): forward + backward 
 loss ``sum(outputs * cotangent)``. After ``--warmup`` steps, ``--steps`` steps run under
 ``jax.profiler.trace`` with XLA:CPU's per-op trace events on; the table sums each op's time
 over those steps and divides by their number, so an op inside the scan counts all its
-iterations (``calls`` per step); each op is described by its HLO shape and the JAX operation it
+iterations (``calls`` per step). Each op is described by its HLO shape and the JAX operation it
 came from (``jvp``: forward pass, ``transpose(jvp)``: backward, ``while/body``: a scan step).
-Times are wall-clock spans of the op on its thread: ops that run concurrently overlap, an Eigen
-``dot`` that hands its work to the thread pool shows only part of it, and the profiler itself
-slows the step. Compare ops with each other,
-not with :mod:`benchmarks.speed`'s timings. Writes ``profile.json`` (every op) and keeps the raw
-trace (open it in Perfetto) under ``--out``.
+Loops are left out (their spans contain their bodies' ops). Times are wall-clock spans of the
+op on its thread: ops that run concurrently overlap, an Eigen ``dot`` that hands its work to
+the thread pool shows only part of it, and the profiler itself slows the step. Compare ops with
+each other, not with :mod:`benchmarks.speed`'s timings. Writes ``profile.json`` (every op) and
+keeps the raw trace (open it in Perfetto) under ``--out``.
 """
 
 import os
@@ -49,6 +49,8 @@ flags.mark_flag_as_required("out")
 
 # Spans of the runtime and of Python, not of XLA ops.
 NOT_OPS = ("ThunkExecutor", "PjitFunction", "$", "SlinkyThreadPool", "TfrtCpu", "PjRt")
+# A loop's span contains its body's ops, which are counted one by one.
+LOOP = re.compile(r"^while(\.\d+)?$")
 
 
 # An HLO instruction: ``%name = shape opcode(...), ..., metadata={op_name="..." ...}``.
@@ -97,7 +99,7 @@ def profile(cell_name: str, config, fused: bool | None, steps: int, warmup: int,
     totals = collections.defaultdict(lambda: [0, 0.0])
     for event in events:
         name = event.get("name", "")
-        if event.get("ph") != "X" or name.startswith(NOT_OPS):
+        if event.get("ph") != "X" or name.startswith(NOT_OPS) or LOOP.match(name):
             continue
         totals[name][0] += 1
         totals[name][1] += event.get("dur", 0) / 1000  # µs -> ms
