@@ -32,12 +32,16 @@ def random_inputs(batch, length, inputs, hidden):
     return xs, cotangent
 
 
+def compile_step(loss_fn, params, xs, cotangent):
+    """The compiled fwd+bwd of ``loss_fn(params, xs, cotangent)`` (gradients for params, xs)."""
+    return jax.jit(jax.grad(loss_fn, argnums=(0, 1))).lower(params, xs, cotangent).compile()
+
+
 def jax_step(loss_fn, params, xs, cotangent):
-    """A jitted fwd+bwd of ``loss_fn(params, xs, cotangent)``; returns ``(run, compile_s,
-    memory_bytes)`` where ``run()`` executes one step and blocks until it is done."""
-    step = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))
+    """:func:`compile_step` timed; returns ``(run, compile_s, memory_bytes)`` where ``run()``
+    executes one step and blocks until it is done."""
     started = time.perf_counter()
-    compiled = step.lower(params, xs, cotangent).compile()
+    compiled = compile_step(loss_fn, params, xs, cotangent)
     compile_seconds = time.perf_counter() - started
     memory = None
     analysis = compiled.memory_analysis()

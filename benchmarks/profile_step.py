@@ -79,9 +79,12 @@ def profile(cell_name: str, config, fused: bool | None, steps: int, warmup: int,
     variant = {None: "", True: "fused", False: "autodiff"}[fused]
     loss_fn, params = common.recur_impl(cell_name, batch, length, inputs, hidden, variant)
     xs, cotangent = common.random_inputs(batch, length, inputs, hidden)
-    run, _, _ = common.jax_step(loss_fn, params, xs, cotangent)
-    step = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))
-    described = describe_ops(step.lower(params, xs, cotangent).compile().as_text())
+    compiled = common.compile_step(loss_fn, params, xs, cotangent)
+    described = describe_ops(compiled.as_text())
+
+    def run():
+        jax.block_until_ready(compiled(params, xs, cotangent))
+
     for _ in range(warmup):
         run()
     trace_dir = pathlib.Path(out) / "trace"

@@ -219,10 +219,10 @@ def test_unknown_names_in_models():
 def test_fused_models_match_autodiff(make):
     """``fused=True`` only changes how the backward pass is computed: same outputs and
     gradients, with padding (seq_lengths) and both directions."""
-    tokens_model = not isinstance(make(False), models.SequenceTagger)
-    inputs = TOKENS if tokens_model else FEATURES
-    args = (inputs,) if isinstance(make(False), models.LanguageModel) else (inputs, LENGTHS)
-    params = make(False).init(KEY, *args)
+    model = make(False)
+    inputs = FEATURES if isinstance(model, models.SequenceTagger) else TOKENS
+    args = (inputs,) if isinstance(model, models.LanguageModel) else (inputs, LENGTHS)
+    params = model.init(KEY, *args)
 
     def loss(params, fused):
         out = make(fused).apply(params, *args)
