@@ -60,6 +60,7 @@ def fused_scan(
     mask: Array | None = None,
     reverse: bool = False,
     hoist_projection: bool = False,
+    joint: bool = True,
 ) -> tuple[Array, State]:
     """Time-major unroll with the custom VJP.
 
@@ -72,6 +73,9 @@ def fused_scan(
       reverse: run from ``t = T - 1`` down to 0.
       hoist_projection: compute ``cell.project`` for all steps as one matmul before the scan
         instead of inside each step (the backward is one matmul either way).
+      joint: for cells with ``Cell.joint`` (rnn, lstm) and without ``hoist_projection``, one
+        matmul of ``[x_t, h]`` per step instead of two, forward and backward (so the input
+        cotangents come out of the backward scan, not a matmul after it). False: two.
 
     Returns:
       ``(ys [T, B, H], final_state)``.
@@ -88,13 +92,20 @@ def fused_scan(
     pointwise = _masked_pointwise(cell, masked)
 
     hand_written = cell.pointwise_fwd is not None and cell.pointwise_bwd is not None
+    joint = joint and cell.joint is not None and not hoist_projection
+    zero = jnp.zeros((), xs.dtype)
 
     def forward_scan(params, xs, initial_state, mask):
+        w, b = cell.joint(params) if joint else (None, None)
+
         def body(state, inputs):
             x, valid = inputs
             valid = valid > 0  # [B, 1] bool
-            x_proj = x if hoist_projection else cell.project(params, x)  # [B, G]
-            r = cell.recurrent(params, state)  # [B, G]
+            if joint:  # the cell's pointwise reads only x_proj + r
+                x_proj, r = jnp.concatenate([x, state.h], axis=-1) @ w + b, zero
+            else:
+                x_proj = x if hoist_projection else cell.project(params, x)  # [B, G]
+                r = cell.recurrent(params, state)  # [B, G]
             if hand_written:
                 new_state, y, residuals = cell.pointwise_fwd(state, x_proj, r)
                 new_state, y = _apply_mask(new_state, y, state, valid, masked)
@@ -135,26 +146,44 @@ def fused_scan(
         params, xs, mask, (prev_states, saved) = residuals
         d_ys, d_final = cotangents
         shared = []  # whether d_x_proj and d_r are one array (cells that add x_proj and r)
+        # [W_ih; W_hh]^T as an array of its own: XLA:CPU runs the per-step d_gates @ W^T
+        # ~1.3x slower when it reads W transposed in place (an "NT" product).
+        w_t = jnp.transpose(cell.joint(params)[0]) if joint else None  # [G, D + H]
+        d_inputs = xs.shape[-1]
 
         def body(d_state, inputs):
-            state, step_saved, valid, d_y = inputs
+            state, step_saved, valid, d_y, x = inputs
             d_prev, d_x_proj, d_r = pointwise_backward(state, step_saved, valid > 0, d_state, d_y)
-            _, recurrent_pullback = jax.vjp(lambda s: cell.recurrent(params, s), state)
-            (d_from_r,) = recurrent_pullback(d_r)  # d_r W_hh^T into the state's h
-            d_prev = jax.tree.map(jnp.add, d_prev, d_from_r)
-            shared.append(d_x_proj is d_r)
-            return d_prev, (d_x_proj, None if shared[-1] else d_r)
+            if joint:  # [d_x, d_h] = d_gates [W_ih; W_hh]^T, one matmul
+                d_xh = d_x_proj @ w_t
+                d_x = d_xh[..., :d_inputs]
+                d_prev = d_prev._replace(h=d_prev.h + d_xh[..., d_inputs:])
+                shared.append(True)
+            else:
+                _, recurrent_pullback = jax.vjp(lambda s: cell.recurrent(params, s), state)
+                (d_from_r,) = recurrent_pullback(d_r)  # d_r W_hh^T into the state's h
+                d_prev = jax.tree.map(jnp.add, d_prev, d_from_r)
+                d_x = None
+                shared.append(d_x_proj is d_r)
+            return d_prev, (d_x_proj, None if shared[-1] else d_r, d_x)
 
-        d_initial, (d_x_projs, d_rs) = jax.lax.scan(
-            body, d_final, (prev_states, saved, mask, d_ys), reverse=not reverse
-        )
+        d_initial, (d_x_projs, d_rs, d_xs) = jax.lax.scan(
+            body, d_final, (prev_states, saved, mask, d_ys, xs if joint else None),
+            reverse=not reverse,
+        )  # fmt: skip
         if shared[-1]:
             d_rs = d_x_projs
-        # The weight gradients as one matmul over all T * B rows each.
-        _, project_pullback = jax.vjp(cell.project, params, xs)
-        d_params, d_xs = project_pullback(d_x_projs)
-        _, recurrent_pullback = jax.vjp(lambda p: cell.recurrent(p, prev_states), params)
-        (d_params_r,) = recurrent_pullback(d_rs)
+        # The weight gradients as one matmul over all T * B rows each (as 2-D arrays: XLA:CPU
+        # copies and transposes [T, B, ·] operands of a two-axis contraction first).
+        rows = xs.shape[0] * xs.shape[1]
+        flat = lambda a: a.reshape(rows, *a.shape[2:])  # noqa: E731
+        _, project_pullback = jax.vjp(cell.project, params, flat(xs))
+        d_params, d_xs_after = project_pullback(flat(d_x_projs))  # unused with joint: not run
+        if not joint:
+            d_xs = d_xs_after.reshape(xs.shape)
+        flat_states = jax.tree.map(flat, prev_states)
+        _, recurrent_pullback = jax.vjp(lambda p: cell.recurrent(p, flat_states), params)
+        (d_params_r,) = recurrent_pullback(flat(d_rs))
         d_params = jax.tree.map(jnp.add, d_params, d_params_r)
         return d_params, d_xs, d_initial, jnp.zeros_like(mask)
 

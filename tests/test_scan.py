@@ -193,23 +193,26 @@ def test_bad_stack_arguments():
         recur.stacked(stack, params[:1], inputs())
 
 
-# (cell, options, keep the cell's hand-written pointwise backward); without it the custom VJP
-# differentiates ``pointwise`` by autodiff.
-FUSED_CELLS = [("rnn", {}, True), ("rnn", {"activation": "relu"}, True), ("lstm", {}, True),
-               ("gru", {}, True), ("rnn", {}, False), ("lstm", {}, False)]  # fmt: skip
+# (cell, options, optional fields removed): without pointwise_fwd/bwd the custom VJP
+# differentiates ``pointwise`` by autodiff; without ``joint`` (and when hoisting the
+# projection) it does two matmuls per step.
+FUSED_CELLS = [("rnn", {}, ()), ("rnn", {"activation": "relu"}, ()), ("lstm", {}, ()),
+               ("gru", {}, ()), ("rnn", {}, ("pointwise_fwd", "pointwise_bwd")),
+               ("lstm", {}, ("pointwise_fwd", "pointwise_bwd")), ("lstm", {}, ("joint",)),
+               ("rnn", {}, ("joint",))]  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "options", "hand_written"), FUSED_CELLS, ids=lambda v: str(v))
-def test_fused_backward_equals_autodiff_in_float64(name, options, hand_written):
+@pytest.mark.parametrize(("name", "options", "removed"), FUSED_CELLS, ids=lambda v: str(v))
+def test_fused_backward_equals_autodiff_in_float64(name, options, removed):
     with jax.enable_x64(True):
         cell = cells.get(name, H, param_dtype=jnp.float64, **options)
-        if not hand_written:
-            cell = cell._replace(pointwise_fwd=None, pointwise_bwd=None)
+        cell = cell._replace(**dict.fromkeys(removed))
         params = cell.init(jax.random.key(0), D)
         xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float64)
         initial = jax.tree.map(lambda s: s + 0.1, cell.initial_state((B,), jnp.float64))
         cotangent = jax.random.normal(jax.random.key(2), (B, T, H), jnp.float64)
-        for reverse, lengths, hoist in ((False, None, False), (True, LENGTHS, True)):
+        cases = ((False, None, False), (True, LENGTHS, False), (True, LENGTHS, True))
+        for reverse, lengths, hoist in cases:
 
             def loss(params, xs, initial, fused, reverse=reverse, lengths=lengths, hoist=hoist):
                 ys, final = recur.unroll(

@@ -46,6 +46,11 @@ class Cell(NamedTuple):
     # ``pointwise_bwd(state, residuals, d_new_state, d_output) -> (d_state, d_x_proj, d_r)``.
     pointwise_fwd: Callable[[State, Array, Array], tuple[State, Array, Any]] | None = None
     pointwise_bwd: Callable[[State, Any, State, Array], tuple[State, Array, Array]] | None = None
+    # Optional, for cells whose ``pointwise`` reads ``x_proj`` and ``r`` only through their sum
+    # and whose ``recurrent`` reads ``state.h`` (rnn, lstm): ``joint(params) -> (w [D + H, G],
+    # b [G])`` with ``project(params, x) + recurrent(params, state) == [x, state.h] @ w + b``,
+    # so :mod:`recur.fused` does one matmul per step forward and one backward instead of two.
+    joint: Callable[[Params], tuple[Array, Array]] | None = None
 
 
 _REGISTRY: dict[str, Callable[..., Cell]] = {}

@@ -80,6 +80,9 @@ def lstm(
     def recurrent(params, state):
         return state.h @ params["w_hh"]  # [..., 4H]
 
+    def joint(params):
+        return jnp.concatenate([params["w_ih"], params["w_hh"]]), params["b"]  # [D + H, 4H]
+
     def gate_values(x_proj, h_proj):
         i, f, g, o = jnp.split(x_proj + h_proj, 4, axis=-1)  # each [..., H]
         return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
@@ -115,5 +118,5 @@ def lstm(
     return Cell(
         init, initial_state, project, step, H, "lstm", gates,
         recurrent=recurrent, pointwise=pointwise, pointwise_fwd=pointwise_fwd,
-        pointwise_bwd=pointwise_bwd,
+        pointwise_bwd=pointwise_bwd, joint=joint,
     )  # fmt: skip

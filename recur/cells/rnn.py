@@ -87,6 +87,9 @@ def rnn(
     def recurrent(params, state):
         return state.h @ params["w_hh"]  # [..., H]
 
+    def joint(params):
+        return jnp.concatenate([params["w_ih"], params["w_hh"]]), params["b"]  # [D + H, H]
+
     def pointwise(state, x_proj, h_proj):
         h = act(x_proj + h_proj)  # [..., H]
         return RNNState(h), h
@@ -117,5 +120,5 @@ def rnn(
     return Cell(
         init, initial_state, project, step, hidden_size, f"rnn_{activation}",
         recurrent=recurrent, pointwise=pointwise, pointwise_fwd=pointwise_fwd,
-        pointwise_bwd=pointwise_bwd,
+        pointwise_bwd=pointwise_bwd, joint=joint,
     )  # fmt: skip
