@@ -11,6 +11,11 @@ then one large matmul over all ``T * B`` rows each, and the input cotangents ano
     after it:                  dW_hh, db_hn = vjp(recurrent)(H_prev [T*B, H], dR [T*B, G])
                                dW_ih, db, dxs = vjp(project)(X [T*B, D], dX_proj [T*B, G])
 
+For cells that give ``Cell.joint`` (``rnn``, ``lstm``: the gates read ``x_proj + r`` only), each
+step does one matmul ``[x_t, h] [W_ih; W_hh]`` forward and one ``dG_t [W_ih; W_hh]^T`` backward,
+which yields the input cotangents ``dx_t`` inside the backward scan; ``[W_ih; W_hh]^T`` is a
+materialised array, since XLA:CPU multiplies by a weight read transposed in place ~1.3x slower.
+
 The forward pass is a plain scan that also saves each step's previous state and either the
 activations a cell's hand-written ``pointwise_bwd`` needs (``rnn``, ``lstm``, ``gru``: no
 recomputation, and for the LSTM 5H numbers per row and step instead of 8H) or, for cells

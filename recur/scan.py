@@ -4,6 +4,7 @@ Public arrays are batch-major ``[B, T, D]``; each unroll transposes to time-majo
 runs ``jax.lax.scan`` over time and transposes the outputs back.
 """
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,18 +31,18 @@ def default_hoist_projection() -> bool:
 
 # Largest batch for which unroll picks recur.fused by default on CPU, per cell family. Measured
 # on a 2-core CPU (results/speed/cpu_fused_crossover.json, README): fused / autodiff time
-# 0.64-1.00 for the LSTM at B <= 32 but 0.81-1.14 at B = 64; 0.59-1.00 for the RNN at B <= 64;
-# 0.94-1.26 for both at B >= 128. The GRU's fused backward keeps more per-step arrays (up to 24%
-# more memory) and lost at long T and large batch, so it stays opt-in.
-FUSED_MAX_BATCH_ON_CPU = {"lstm": 32, "rnn": 64}
+# 0.61-0.99 for the LSTM at every batch measured (8 to 256); 0.57-1.00 for the RNN at B <= 64
+# but 0.96-1.14 at B >= 128. The GRU's fused backward was 0.53-1.04 but keeps more per-step
+# arrays (+12-17% memory, more than flax's nn.RNN), so it stays opt-in.
+FUSED_MAX_BATCH_ON_CPU = {"lstm": math.inf, "rnn": 64}
 
 
 def default_fused(cell: Cell, batch_size: int) -> bool:
     """Whether :func:`unroll` uses :mod:`recur.fused` when ``fused=None``.
 
-    True on CPU for ``lstm`` with ``batch_size <= 32`` and ``rnn`` (any activation) with
-    ``batch_size <= 64`` (:data:`FUSED_MAX_BATCH_ON_CPU`), where it was measured faster; False
-    elsewhere (the GRU, larger batches, GPU and TPU, where it is not measured yet). Either path
+    True on CPU for ``lstm`` (any batch) and ``rnn`` (any activation) with ``batch_size <= 64``
+    (:data:`FUSED_MAX_BATCH_ON_CPU`), where it was measured faster; False elsewhere (the GRU,
+    larger RNN batches, GPU and TPU, where it is not measured yet). Either path
     gives the same values and gradients; only ``jax.jvp`` / ``jax.jacfwd`` through the unroll
     need ``fused=False`` (forward mode cannot pass a custom VJP; ``jax.grad`` of ``jax.grad``
     and forward-over-reverse Hessian-vector products work).

@@ -239,13 +239,12 @@ def test_fused_errors():
 
 def test_default_fused_picks_by_backend_cell_and_size():
     """``fused=None`` takes the hand-written backward where it was measured faster (CPU, LSTM
-    at batch <= 32, RNN at batch <= 64) and autodiff elsewhere, or where an option excludes it."""
+    at any batch, RNN at batch <= 64) and autodiff elsewhere, or where an option excludes it."""
     from recur.scan import FUSED_MAX_BATCH_ON_CPU, default_fused  # noqa: PLC0415
 
     assert jax.default_backend() == "cpu"
-    lstm_limit, rnn_limit = FUSED_MAX_BATCH_ON_CPU["lstm"], FUSED_MAX_BATCH_ON_CPU["rnn"]
-    assert default_fused(cells.get("lstm", 256), lstm_limit)
-    assert not default_fused(cells.get("lstm", 256), lstm_limit + 1)
+    rnn_limit = FUSED_MAX_BATCH_ON_CPU["rnn"]
+    assert default_fused(cells.get("lstm", 256), 1) and default_fused(cells.get("lstm", 8), 4096)
     assert default_fused(cells.get("rnn", 64, activation="relu"), rnn_limit)
     assert not default_fused(cells.get("rnn", 64), rnn_limit + 1)
     assert not default_fused(cells.get("gru", 64), 8)
