@@ -218,13 +218,21 @@ def test_split_step_and_hand_written_backward_match_autodiff(name, options):
         state = jax.tree.map(
             lambda s: jax.random.normal(keys[0], s.shape, s.dtype), cell.initial_state((B,))
         )
-        x_proj = cell.project(params, inputs((B, D), dtype=jnp.float64))
+        x = inputs((B, D), dtype=jnp.float64)
+        x_proj = cell.project(params, x)
         r = cell.recurrent(params, state)
         new_state, y = cell.pointwise(state, x_proj, r)
         step_state, step_y = cell.step(params, state, x_proj)
         np.testing.assert_allclose(y, step_y, rtol=1e-12)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), new_state,
                      step_state)  # fmt: skip
+        if cell.joint is not None:  # one matmul of [x, h], and pointwise reads only the sum
+            w, b = cell.joint(params)
+            np.testing.assert_allclose(
+                jnp.concatenate([x, state.h], axis=-1) @ w + b, x_proj + r, rtol=1e-12
+            )
+            _, joint_y = cell.pointwise(state, x_proj + r, jnp.zeros((), r.dtype))
+            np.testing.assert_allclose(joint_y, y, rtol=1e-12)
         if cell.pointwise_bwd is None:
             return
         fwd_state, fwd_y, residuals = cell.pointwise_fwd(state, x_proj, r)
