@@ -101,7 +101,6 @@ def fused_scan(
 
     hand_written = cell.pointwise_fwd is not None and cell.pointwise_bwd is not None
     joint = joint and cell.joint is not None and not hoist_projection
-    zero = jnp.zeros((), xs.dtype)
 
     def forward_scan(params, xs, initial_state, mask):
         w, b = cell.joint(params) if joint else (None, None)
@@ -110,7 +109,8 @@ def fused_scan(
             x, valid = inputs
             valid = valid > 0  # [B, 1] bool
             if joint:  # the cell's pointwise reads only x_proj + r
-                x_proj, r = jnp.concatenate([x, state.h], axis=-1) @ w + b, zero
+                x_proj = jnp.concatenate([x, state.h], axis=-1) @ w + b
+                r = jnp.zeros((), x_proj.dtype)
             else:
                 x_proj = x if hoist_projection else cell.project(params, x)  # [B, G]
                 r = cell.recurrent(params, state)  # [B, G]

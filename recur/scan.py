@@ -30,19 +30,20 @@ def default_hoist_projection() -> bool:
 
 
 # Largest batch for which unroll picks recur.fused by default on CPU, per cell family. Measured
-# on a 2-core CPU (results/speed/cpu_fused_crossover.json, README): fused / autodiff time
-# 0.61-0.99 for the LSTM at every batch measured (8 to 256); 0.57-1.00 for the RNN at B <= 64
-# but 0.96-1.14 at B >= 128. The GRU's fused backward was 0.53-1.04 but keeps more per-step
-# arrays (+12-17% memory, more than flax's nn.RNN), so it stays opt-in.
-FUSED_MAX_BATCH_ON_CPU = {"lstm": math.inf, "rnn": 64}
+# on a 2-core CPU (results/speed/cpu_fused_crossover.json, xover4; README) from B = 8 to 256:
+# fused / autodiff time 0.56-0.96 for the LSTM and 0.48-0.99 for the RNN, with equal or less
+# memory, so neither has a limit. The GRU's fused backward was 0.51-1.01 but keeps the input and
+# recurrent gate cotangents apart (+12-16% memory, more than flax's nn.RNN), so it stays opt-in.
+# A fork that measures a crossover on its machine sets a finite limit here.
+FUSED_MAX_BATCH_ON_CPU = {"lstm": math.inf, "rnn": math.inf}
 
 
 def default_fused(cell: Cell, batch_size: int) -> bool:
     """Whether :func:`unroll` uses :mod:`recur.fused` when ``fused=None``.
 
-    True on CPU for ``lstm`` (any batch) and ``rnn`` (any activation) with ``batch_size <= 64``
-    (:data:`FUSED_MAX_BATCH_ON_CPU`), where it was measured faster; False elsewhere (the GRU,
-    larger RNN batches, GPU and TPU, where it is not measured yet). Either path
+    True on CPU for ``lstm`` and ``rnn`` (any activation) up to the batch sizes of
+    :data:`FUSED_MAX_BATCH_ON_CPU` (no limit: it was measured faster at every batch size);
+    False elsewhere (the GRU, GPU and TPU, where it is not measured yet). Either path
     gives the same values and gradients; only ``jax.jvp`` / ``jax.jacfwd`` through the unroll
     need ``fused=False`` (forward mode cannot pass a custom VJP; ``jax.grad`` of ``jax.grad``
     and forward-over-reverse Hessian-vector products work).

@@ -1,6 +1,7 @@
 """Unrolling: variable lengths, reverse, bidirectional, stacking, state carry, remat, errors."""
 
 import functools
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -211,8 +212,10 @@ def test_fused_backward_equals_autodiff_in_float64(name, options, removed):
         xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float64)
         initial = jax.tree.map(lambda s: s + 0.1, cell.initial_state((B,), jnp.float64))
         cotangent = jax.random.normal(jax.random.key(2), (B, T, H), jnp.float64)
-        cases = ((False, None, False), (True, LENGTHS, False), (True, LENGTHS, True))
-        for reverse, lengths, hoist in cases:
+        # (reverse, lengths, hoist_projection); the last, reverse and masked, is also checked
+        # against finite differences. Hoisting skips the joint matmul: once per cell is enough.
+        cases = ((False, None, False), (True, LENGTHS, True)) if not removed else ()
+        for reverse, lengths, hoist in (*cases, (True, LENGTHS, False)):
 
             def loss(params, xs, initial, fused, reverse=reverse, lengths=lengths, hoist=hoist):
                 ys, final = recur.unroll(
@@ -223,7 +226,7 @@ def test_fused_backward_equals_autodiff_in_float64(name, options, removed):
 
             grad = jax.jit(jax.grad(loss, (0, 1, 2)), static_argnums=3)
             close(grad(params, xs, initial, False), grad(params, xs, initial, True), tol=1e-10)
-        # The custom VJP's own gradients against finite differences (reverse, masked).
+        # The custom VJP's own gradients against finite differences.
         check = jax.jit(functools.partial(loss, initial=initial, fused=True))
         jax.test_util.check_grads(check, (params, xs), order=1, modes=["rev"])
 
@@ -239,16 +242,18 @@ def test_fused_errors():
 
 def test_default_fused_picks_by_backend_cell_and_size():
     """``fused=None`` takes the hand-written backward where it was measured faster (CPU, LSTM
-    at any batch, RNN at batch <= 64) and autodiff elsewhere, or where an option excludes it."""
-    from recur.scan import FUSED_MAX_BATCH_ON_CPU, default_fused  # noqa: PLC0415
+    and RNN up to FUSED_MAX_BATCH_ON_CPU) and autodiff elsewhere, or where an option excludes
+    it."""
+    from recur import scan  # noqa: PLC0415
 
     assert jax.default_backend() == "cpu"
-    rnn_limit = FUSED_MAX_BATCH_ON_CPU["rnn"]
-    assert default_fused(cells.get("lstm", 256), 1) and default_fused(cells.get("lstm", 8), 4096)
-    assert default_fused(cells.get("rnn", 64, activation="relu"), rnn_limit)
-    assert not default_fused(cells.get("rnn", 64), rnn_limit + 1)
-    assert not default_fused(cells.get("gru", 64), 8)
-    assert not default_fused(cells.get("gru", 64, variant="reset_before"), 8)
+    assert scan.default_fused(cells.get("lstm", 256), 1)
+    assert scan.default_fused(cells.get("rnn", 64, activation="relu"), 4096)
+    with mock.patch.dict(scan.FUSED_MAX_BATCH_ON_CPU, {"rnn": 64}):
+        assert scan.default_fused(cells.get("rnn", 64), 64)
+        assert not scan.default_fused(cells.get("rnn", 64), 65)
+    assert not scan.default_fused(cells.get("gru", 64), 8)
+    assert not scan.default_fused(cells.get("gru", 64, variant="reset_before"), 8)
 
     def runs_custom_vjp(name, **options):
         cell, params = make(name, {})
@@ -265,6 +270,32 @@ def test_default_fused_picks_by_backend_cell_and_size():
     with pytest.raises(TypeError, match="forward-mode autodiff"):
         jax.jvp(lambda p: run(p)[0], (params,), (params,))
     jax.jvp(lambda p: run(p, fused=False)[0], (params,), (params,))
+
+
+def test_fused_second_order_matches_autodiff():
+    """grad of grad and forward-over-reverse Hessian-vector products go through the custom VJP
+    (its backward is ordinary JAX code) and equal those of autodiff, masked, in float64."""
+    with jax.enable_x64(True):
+        cell = cells.get("lstm", H, param_dtype=jnp.float64)
+        params = cell.init(jax.random.key(0), D)
+        xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float64)
+
+        def grad(fused):
+            def loss(p):
+                ys, _ = recur.unroll(cell, p, xs, seq_lengths=LENGTHS, fused=fused)
+                return jnp.sum(jnp.tanh(ys))
+
+            return jax.grad(loss)
+
+        def hvp(fused):
+            return jax.jvp(grad(fused), (params,), (params,))[1]
+
+        def grad_of_grad(fused):
+            square = lambda p: sum(jnp.sum(g**2) for g in jax.tree.leaves(grad(fused)(p)))  # noqa: E731
+            return jax.grad(square)(params)
+
+        close(hvp(True), hvp(False), tol=1e-10)
+        close(grad_of_grad(True), grad_of_grad(False), tol=1e-10)
 
 
 def test_fused_recurrent_module_matches_autodiff():
