@@ -244,6 +244,9 @@ def test_split_step_and_hand_written_backward_match_autodiff(name, options):
         got = cell.pointwise_bwd(state, residuals, d_state, d_y)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12),
                      got, expected)  # fmt: skip
+        if cell.recurrent_cotangent is not None:  # d_r rebuilt from d_x_proj and the residuals
+            d_r = cell.recurrent_cotangent(residuals, got[1])
+            np.testing.assert_allclose(d_r, got[2], rtol=1e-12, atol=1e-14)
 
 
 def test_lstm_forget_bias_and_initialisers():

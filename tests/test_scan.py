@@ -196,11 +196,11 @@ def test_bad_stack_arguments():
 
 # (cell, options, optional fields removed): without pointwise_fwd/bwd the custom VJP
 # differentiates ``pointwise`` by autodiff; without ``joint`` (and when hoisting the
-# projection) it does two matmuls per step.
+# projection) it does two matmuls per step; without ``recurrent_cotangent`` the GRU keeps d_r.
 FUSED_CELLS = [("rnn", {}, ()), ("rnn", {"activation": "relu"}, ()), ("lstm", {}, ()),
                ("gru", {}, ()), ("rnn", {}, ("pointwise_fwd", "pointwise_bwd")),
                ("lstm", {}, ("pointwise_fwd", "pointwise_bwd")), ("lstm", {}, ("joint",)),
-               ("rnn", {}, ("joint",))]  # fmt: skip
+               ("rnn", {}, ("joint",)), ("gru", {}, ("recurrent_cotangent",))]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "options", "removed"), FUSED_CELLS, ids=lambda v: str(v))

@@ -51,6 +51,11 @@ class Cell(NamedTuple):
     # b [G])`` with ``project(params, x) + recurrent(params, state) == [x, state.h] @ w + b``,
     # so :mod:`recur.fused` does one matmul per step forward and one backward instead of two.
     joint: Callable[[Params], tuple[Array, Array]] | None = None
+    # Optional, for cells whose ``d_r`` is an elementwise function of ``d_x_proj`` and the
+    # residuals of ``pointwise_fwd`` (gru: ``d_r`` is ``d_x_proj`` with its candidate slice times
+    # the reset gate): ``recurrent_cotangent(residuals, d_x_proj) -> d_r``, also on arrays
+    # stacked over steps. :mod:`recur.fused` then keeps only ``d_x_proj`` for every step.
+    recurrent_cotangent: Callable[[Any, Array], Array] | None = None
 
 
 _REGISTRY: dict[str, Callable[..., Cell]] = {}

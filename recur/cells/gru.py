@@ -121,6 +121,10 @@ def gru(
         d_h_proj = jnp.concatenate([d_r, d_z, d_n * r], axis=-1)
         return GRUState(d_h * z), d_x_proj, d_h_proj
 
+    def recurrent_cotangent(residuals, d_x_proj):
+        r = residuals[0]
+        return jnp.concatenate([d_x_proj[..., : 2 * H], d_x_proj[..., 2 * H :] * r], axis=-1)
+
     def gates_reset_after(params, state, x_proj):
         return gates_from(x_proj, recurrent(params, state))
 
@@ -147,7 +151,7 @@ def gru(
         return Cell(
             init, initial_state, project, step, H, f"gru_{variant}", gates,
             recurrent=recurrent, pointwise=pointwise, pointwise_fwd=pointwise_fwd,
-            pointwise_bwd=pointwise_bwd,
+            pointwise_bwd=pointwise_bwd, recurrent_cotangent=recurrent_cotangent,
         )  # fmt: skip
     # reset_before multiplies h by r before the matmul: no linear-then-pointwise split.
     return Cell(init, initial_state, project, step, H, f"gru_{variant}", gates)
