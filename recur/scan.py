@@ -30,25 +30,24 @@ def default_hoist_projection() -> bool:
 
 
 # Largest batch for which unroll picks recur.fused by default on CPU, per cell family. Measured
-# on a 2-core CPU (results/speed/cpu_fused_crossover.json, xover4; README) from B = 8 to 256:
-# fused / autodiff time 0.56-0.96 for the LSTM and 0.48-0.99 for the RNN, with equal or less
-# memory, so neither has a limit. The GRU's fused backward was 0.51-1.01 but keeps the input and
-# recurrent gate cotangents apart (+12-16% memory, more than flax's nn.RNN), so it stays opt-in.
-# A fork that measures a crossover on its machine sets a finite limit here.
-FUSED_MAX_BATCH_ON_CPU = {"lstm": math.inf, "rnn": math.inf}
+# on a 2-core CPU (results/speed/cpu_fused_crossover.json, xover4 and xover5; README) from B = 8
+# to 256: fused / autodiff time 0.56-0.96 for the LSTM, 0.48-0.99 for the RNN and 0.52-1.00 for the
+# GRU (reset_after; reset_before has no fused path), each with equal or less memory, so none
+# has a limit. A fork that measures a crossover on its machine sets a finite limit here.
+FUSED_MAX_BATCH_ON_CPU = {"lstm": math.inf, "rnn": math.inf, "gru": math.inf}
 
 
 def default_fused(cell: Cell, batch_size: int) -> bool:
     """Whether :func:`unroll` uses :mod:`recur.fused` when ``fused=None``.
 
-    True on CPU for ``lstm`` and ``rnn`` (any activation) up to the batch sizes of
-    :data:`FUSED_MAX_BATCH_ON_CPU` (no limit: it was measured faster at every batch size);
-    False elsewhere (the GRU, GPU and TPU, where it is not measured yet). Either path
+    True on CPU for ``lstm``, ``rnn`` (any activation) and ``gru`` (``reset_after``) up to the
+    batch sizes of :data:`FUSED_MAX_BATCH_ON_CPU` (no limit: it was measured faster at every
+    batch size); False elsewhere (GPU and TPU, where it is not measured yet). Either path
     gives the same values and gradients; only ``jax.jvp`` / ``jax.jacfwd`` through the unroll
     need ``fused=False`` (forward mode cannot pass a custom VJP; ``jax.grad`` of ``jax.grad``
     and forward-over-reverse Hessian-vector products work).
     """
-    family = "rnn" if cell.name.startswith("rnn_") else cell.name
+    family = cell.name.split("_")[0] if cell.name.startswith(("rnn_", "gru_")) else cell.name
     return (
         jax.default_backend() == "cpu"
         and batch_size <= FUSED_MAX_BATCH_ON_CPU.get(family, 0)

@@ -241,9 +241,9 @@ def test_fused_errors():
 
 
 def test_default_fused_picks_by_backend_cell_and_size():
-    """``fused=None`` takes the hand-written backward where it was measured faster (CPU, LSTM
-    and RNN up to FUSED_MAX_BATCH_ON_CPU) and autodiff elsewhere, or where an option excludes
-    it."""
+    """``fused=None`` takes the hand-written backward where it was measured faster (CPU, LSTM,
+    RNN and GRU up to FUSED_MAX_BATCH_ON_CPU) and autodiff elsewhere, or where an option
+    excludes it."""
     from recur import scan  # noqa: PLC0415
 
     assert jax.default_backend() == "cpu"
@@ -252,7 +252,7 @@ def test_default_fused_picks_by_backend_cell_and_size():
     with mock.patch.dict(scan.FUSED_MAX_BATCH_ON_CPU, {"rnn": 64}):
         assert scan.default_fused(cells.get("rnn", 64), 64)
         assert not scan.default_fused(cells.get("rnn", 64), 65)
-    assert not scan.default_fused(cells.get("gru", 64), 8)
+    assert scan.default_fused(cells.get("gru", 64), 4096)
     assert not scan.default_fused(cells.get("gru", 64, variant="reset_before"), 8)
 
     def runs_custom_vjp(name, **options):
@@ -260,8 +260,8 @@ def test_default_fused_picks_by_backend_cell_and_size():
         jaxpr = jax.make_jaxpr(lambda p: recur.unroll(cell, p, inputs(), **options))(params)
         return "custom_vjp" in str(jaxpr)
 
-    assert runs_custom_vjp("lstm") and runs_custom_vjp("rnn")
-    assert not runs_custom_vjp("gru") and not runs_custom_vjp("lstm", fused=False)
+    assert runs_custom_vjp("lstm") and runs_custom_vjp("rnn") and runs_custom_vjp("gru")
+    assert not runs_custom_vjp("lstm", fused=False)
     # remat, unroll and perturbations fall back to autodiff instead of raising.
     assert not runs_custom_vjp("lstm", remat=True) and not runs_custom_vjp("lstm", unroll=2)
     # Forward mode needs fused=False; JAX says so if it meets the custom VJP.
