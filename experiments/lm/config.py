@@ -72,9 +72,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.recurrent_init = "orthogonal"
     config.model.forget_bias = 0.0
     config.model.gru_variant = "reset_after"
-    # The hand-written backward pass of recur.fused (same gradients; faster on CPU for small
-    # layers, see the README's speed section; needs gru_variant reset_after). False: autodiff
-    # of the scan, as in the recorded runs; the library's own default picks per backend.
+    # The hand-written backward pass of recur.fused (same gradients; faster on CPU, see the
+    # README's speed section; needs gru_variant reset_after). False: autodiff of the scan, as
+    # in the recorded runs (the library itself defaults to the fused pass on CPU).
     config.model.fused = False
 
     # Streams per batch and truncated-BPTT window length.
