@@ -57,16 +57,34 @@ def jax_step(loss_fn, params, xs, cotangent):
     return run, compile_seconds, memory
 
 
+# The words of a recur implementation's name after "recur_" and the unroll options they set;
+# words not given keep recur.unroll's backend defaults ("recur" alone: all defaults).
+RECUR_VARIANT_WORDS = {
+    "autodiff": ("fused", False),  # autodiff of the scan
+    "fused": ("fused", True),  # recur.fused's hand-written backward
+    "hoisted": ("hoist_projection", True),  # input matmul before the scan, for all steps
+    "inside": ("hoist_projection", False),  # input matmul inside each step
+    "remat": ("remat", True),
+}
+
+
+def recur_options(variant: str) -> dict:
+    """``recur.unroll`` options of a variant such as ``"fused_inside"`` ("" : the defaults)."""
+    options = {}
+    for word in filter(None, variant.split("_")):
+        if word not in RECUR_VARIANT_WORDS:
+            raise ValueError(f"unknown recur variant word {word!r} in {variant!r}")
+        key, value = RECUR_VARIANT_WORDS[word]
+        if key in options:
+            raise ValueError(f"recur variant {variant!r} sets {key} twice")
+        options[key] = value
+    return options
+
+
 def recur_impl(cell_name, batch, length, inputs, hidden, variant):
     cell = cells.get(cell_name, hidden)
     params = cell.init(jax.random.key(0), inputs)
-    options = {"remat": variant == "remat"}  # "": the backend's defaults (recur.unroll)
-    if variant.startswith("fused"):
-        options["fused"] = True
-    if variant == "autodiff":
-        options["fused"] = False
-    if variant == "fused_hoisted":
-        options["hoist_projection"] = True
+    options = recur_options(variant)
 
     def loss_fn(params, xs, cotangent):
         ys, _ = recur.unroll(cell, params, xs, **options)
@@ -82,6 +100,7 @@ def machine() -> dict:
         "platform": platform.platform(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
+        "cpus_used": len(os.sched_getaffinity(0)),  # fewer under taskset or speed --cpus
         "python": platform.python_version(),
         "jax": jax.__version__,
         "flax": flax.__version__,

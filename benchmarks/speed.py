@@ -2,6 +2,7 @@
 
   python -m benchmarks.speed --out=/tmp/speed
   python -m benchmarks.speed --cells=lstm --configs=32x1000x128x256 --steps=10 --out=/tmp/speed
+  python -m benchmarks.speed --cpus=1 --out=/tmp/speed_1core  # every implementation on one core
 
 A step is forward + backward of one layer on ``[B, T, D]`` inputs with a loss that reads every
 output (``sum(outputs * cotangent)`` with a fixed random cotangent), giving gradients for every
@@ -14,15 +15,22 @@ milliseconds and the ratio other / recur (> 1: recur is faster). Also recorded: 
 
 Implementations (``--impls``): ``recur`` (:func:`recur.unroll`, backend defaults),
 ``recur_autodiff`` (``fused=False``: autodiff of the scan), ``recur_fused`` (``fused=True``: the
-custom-VJP recurrence, :mod:`recur.fused`; ``recur_fused_hoisted`` with the input projection
-hoisted out of the scan), ``recur_remat``, ``flax``
+custom-VJP recurrence, :mod:`recur.fused`), ``recur_remat``; words after ``recur_`` combine, and
+``hoisted`` / ``inside`` set where the input projection runs (``recur_fused_hoisted``,
+``recur_autodiff_inside``, ...: see ``benchmarks.common.RECUR_VARIANT_WORDS``); ``flax``
 (``nn.RNN`` with ``LSTMCell`` / ``GRUCell`` / ``SimpleCell``), ``flax_optimized`` (LSTM only:
 ``OptimizedLSTMCell``) and ``torch`` (``torch.nn.LSTM`` / ``GRU`` / ``RNN`` with
-``--torch_threads``; skipped with a note when torch is not installed: ``pip install -e
-'.[bench]'``). Writes ``speed.json`` (machine, versions, command, every timing) to ``--out``.
+``--torch_threads`` on ``--torch_device``, cuDNN on a GPU; skipped with a note when torch is not
+installed: ``pip install -e '.[bench]'``). Writes ``speed.json`` (machine, versions, command,
+every timing) to ``--out``.
+
+``--cpus=N`` confines the process to N of the cores it may use (before JAX starts, so XLA's
+thread pool has N threads; torch then defaults to N threads too): run once with all cores and
+once with ``--cpus=1`` to see how each implementation scales with the second core.
 """
 
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -34,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import common
 from benchmarks.common import jax_step, machine, parse_config, random_inputs, recur_impl
 from recur.train import quiet_logs
 
@@ -54,7 +63,14 @@ flags.DEFINE_list(
 )  # fmt: skip
 flags.DEFINE_integer("steps", 10, "Timed steps per implementation (after warm-up).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
+flags.DEFINE_integer(
+    "cpus", None, "Run on this many of the usable cores (default: all); set before JAX starts."
+)
+flags.DEFINE_integer("torch_threads", None, "torch.set_num_threads (default: the cores in use).")
+flags.DEFINE_enum(
+    "torch_device", "auto", ["auto", "cpu", "cuda"],
+    "Device of the torch implementation; auto: cuda where JAX runs on a GPU, else cpu.",
+)  # fmt: skip
 flags.DEFINE_string("out", None, "Output directory for speed.json.")
 flags.mark_flag_as_required("out")
 
@@ -77,32 +93,45 @@ def flax_impl(cell_name, batch, length, inputs, hidden, optimized):
     return loss_fn, params
 
 
-def torch_impl(cell_name, batch, length, inputs, hidden):
+def torch_impl(cell_name, batch, length, inputs, hidden, device="cpu"):
     import torch  # noqa: PLC0415 - optional (the bench extra)
 
     torch.manual_seed(0)
     module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell_name]
-    layer = module(inputs, hidden, batch_first=True)
+    layer = module(inputs, hidden, batch_first=True).to(device)
     rng = np.random.default_rng(0)
-    xs = torch.tensor(rng.standard_normal((batch, length, inputs), np.float32), requires_grad=True)
+    xs = torch.tensor(
+        rng.standard_normal((batch, length, inputs), np.float32), device=device,
+        requires_grad=True,
+    )  # fmt: skip
     cotangent = torch.tensor(rng.standard_normal((batch, length, hidden), np.float32))
+    cotangent = cotangent.to(device)
+    # GPU work is asynchronous: a step is timed to the end of its kernels.
+    synchronize = torch.cuda.synchronize if device == "cuda" else lambda: None
 
     def run():
         layer.zero_grad(set_to_none=True)
         xs.grad = None
         ys, _ = layer(xs)
         (ys * cotangent).sum().backward()
+        synchronize()
 
     started = time.perf_counter()
     run()
     return run, time.perf_counter() - started, None
 
 
+def torch_device() -> str:
+    if FLAGS.torch_device != "auto":
+        return FLAGS.torch_device
+    return "cuda" if jax.default_backend() == "gpu" else "cpu"
+
+
 def build(impl, cell_name, config):
     """``(run, compile_seconds, memory_bytes)`` or None where ``impl`` lacks this cell."""
     batch, length, inputs, hidden = config
     if impl == "torch":
-        return torch_impl(cell_name, batch, length, inputs, hidden)
+        return torch_impl(cell_name, batch, length, inputs, hidden, torch_device())
     if impl.startswith("flax"):
         optimized = impl == "flax_optimized"
         if (cell_name, optimized) not in FLAX_CELLS:
@@ -156,6 +185,15 @@ def format_row(cell_name, config, records) -> str:
     return f"{cell_name} {'x'.join(map(str, config))}: " + " | ".join(cells_text)
 
 
+def restrict_cpus(count: int) -> None:
+    """Confines this process to the first ``count`` cores it may use. Must run before JAX
+    creates its CPU client, which sizes its thread pool by the cores the process may use."""
+    usable = sorted(os.sched_getaffinity(0))
+    if not 1 <= count <= len(usable):
+        raise ValueError(f"--cpus={count} is not between 1 and the {len(usable)} usable cores")
+    os.sched_setaffinity(0, usable[:count])
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -167,10 +205,16 @@ def main(argv):
         if unknown:
             raise ValueError(f"unknown cell {unknown[0]!r}; available: lstm, gru, rnn")
         impls = list(FLAGS.impls)
-        known = {"recur", "recur_autodiff", "recur_fused", "recur_fused_hoisted", "recur_remat",
-                 "flax", "flax_optimized", "torch"}  # fmt: skip
-        if set(impls) - known:
-            raise ValueError(f"unknown implementation {sorted(set(impls) - known)[0]!r}")
+        for impl in impls:
+            if impl.startswith("recur"):
+                try:
+                    common.recur_options(impl.removeprefix("recur").lstrip("_"))
+                except ValueError as error:
+                    raise ValueError(f"implementation {impl!r}: {error}") from None
+            elif impl not in ("flax", "flax_optimized", "torch"):
+                raise ValueError(f"unknown implementation {impl!r}")
+        if FLAGS.cpus is not None:
+            restrict_cpus(FLAGS.cpus)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
@@ -179,7 +223,7 @@ def main(argv):
         try:
             import torch  # noqa: PLC0415
 
-            torch.set_num_threads(FLAGS.torch_threads)
+            torch.set_num_threads(FLAGS.torch_threads or len(os.sched_getaffinity(0)))
         except ImportError:
             impls.remove("torch")
             notes.append("torch is not installed (pip install -e '.[bench]'): not measured")

@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
 from test_train import run_module
+
+from benchmarks import common
 
 
 def test_gradient_flow_app_at_initialisation(tmp_path):
@@ -74,6 +77,16 @@ def test_speed_app_smoke(tmp_path):
     for record in lstm.values():
         assert len(record["ms"]) == 2 and record["median_ms"] > 0 and record["memory_bytes"] > 0
     assert "x1.00" in result.stdout
+    assert report["machine"]["cpus_used"] >= 1
+
+
+def test_speed_app_on_one_core(tmp_path):
+    result = run_module(
+        "benchmarks.speed", "--cpus=1", "--cells=rnn", "--configs=2x3x3x4", "--sweep_lengths=",
+        "--impls=recur", "--steps=1", "--warmup=0", f"--out={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "speed.json").read_text())["machine"]["cpus_used"] == 1
 
 
 def test_profile_step_app(tmp_path):
@@ -97,3 +110,20 @@ def test_speed_bad_input(tmp_path):
     assert result.returncode == 1 and "config '32x100' is not BxTxDxH" in result.stderr
     result = run_module("benchmarks.speed", "--cells=lstn", f"--out={tmp_path}")
     assert result.returncode == 1 and "unknown cell 'lstn'" in result.stderr
+    result = run_module("benchmarks.speed", "--impls=recur,recur_fast", f"--out={tmp_path}")
+    assert result.returncode == 1
+    assert "implementation 'recur_fast': unknown recur variant word 'fast'" in result.stderr
+    result = run_module("benchmarks.speed", "--cpus=999", f"--out={tmp_path}")
+    assert result.returncode == 1 and "--cpus=999 is not between 1 and the" in result.stderr
+
+
+def test_recur_variant_names():
+    assert common.recur_options("") == {}  # recur.unroll's backend defaults
+    assert common.recur_options("autodiff") == {"fused": False}
+    assert common.recur_options("fused_inside") == {"fused": True, "hoist_projection": False}
+    assert common.recur_options("autodiff_hoisted") == {"fused": False, "hoist_projection": True}
+    assert common.recur_options("remat") == {"remat": True}
+    with pytest.raises(ValueError, match="sets fused twice"):
+        common.recur_options("fused_autodiff")
+    with pytest.raises(ValueError, match="unknown recur variant word 'fast'"):
+        common.recur_options("fast")
