@@ -9,6 +9,8 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import recur
 from recur import cells
@@ -37,11 +39,34 @@ def compile_step(loss_fn, params, xs, cotangent):
     return jax.jit(jax.grad(loss_fn, argnums=(0, 1))).lower(params, xs, cotangent).compile()
 
 
-def jax_step(loss_fn, params, xs, cotangent):
+def split_batch(loss_fn, params, xs, cotangent):
+    """The step with the batch split over every JAX device (on CPU: one device per core, made
+    with ``jax_num_cpu_devices``): ``jax.shard_map`` runs each device's part of the batch as a
+    program of its own, and JAX sums the replicated params' gradients over the devices.
+
+    Returns ``(grad_fn, params, xs, cotangent)``, the arrays placed on the devices.
+    """
+    mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+    if xs.shape[0] % mesh.size:
+        raise ValueError(f"batch {xs.shape[0]} does not split over {mesh.size} devices")
+    grad_fn = jax.shard_map(
+        jax.grad(loss_fn, argnums=(0, 1)), mesh=mesh,
+        in_specs=(P(), P("batch"), P("batch")), out_specs=(P(), P("batch")),
+    )  # fmt: skip
+    place = lambda tree, spec: jax.device_put(tree, NamedSharding(mesh, spec))  # noqa: E731
+    return grad_fn, place(params, P()), place(xs, P("batch")), place(cotangent, P("batch"))
+
+
+def jax_step(loss_fn, params, xs, cotangent, split=False):
     """:func:`compile_step` timed; returns ``(run, compile_s, memory_bytes)`` where ``run()``
-    executes one step and blocks until it is done."""
+    executes one step and blocks until it is done. ``split``: the batch split over every
+    device (:func:`split_batch`); the memory is then all devices' together."""
     started = time.perf_counter()
-    compiled = compile_step(loss_fn, params, xs, cotangent)
+    if split:
+        grad_fn, params, xs, cotangent = split_batch(loss_fn, params, xs, cotangent)
+        compiled = jax.jit(grad_fn).lower(params, xs, cotangent).compile()
+    else:
+        compiled = compile_step(loss_fn, params, xs, cotangent)
     compile_seconds = time.perf_counter() - started
     memory = None
     analysis = compiled.memory_analysis()
@@ -49,7 +74,7 @@ def jax_step(loss_fn, params, xs, cotangent):
         memory = int(
             analysis.argument_size_in_bytes + analysis.output_size_in_bytes
             + analysis.temp_size_in_bytes
-        )  # fmt: skip
+        ) * (jax.device_count() if split else 1)  # fmt: skip
 
     def run():
         jax.block_until_ready(compiled(params, xs, cotangent))
@@ -58,18 +83,21 @@ def jax_step(loss_fn, params, xs, cotangent):
 
 
 # The words of a recur implementation's name after "recur_" and the unroll options they set;
-# words not given keep recur.unroll's backend defaults ("recur" alone: all defaults).
+# words not given keep recur.unroll's backend defaults ("recur" alone: all defaults). "split"
+# is not an unroll option: the batch is split over the devices (split_batch).
 RECUR_VARIANT_WORDS = {
     "autodiff": ("fused", False),  # autodiff of the scan
     "fused": ("fused", True),  # recur.fused's hand-written backward
     "hoisted": ("hoist_projection", True),  # input matmul before the scan, for all steps
     "inside": ("hoist_projection", False),  # input matmul inside each step
     "remat": ("remat", True),
+    "split": ("split", True),
 }
 
 
 def recur_options(variant: str) -> dict:
-    """``recur.unroll`` options of a variant such as ``"fused_inside"`` ("" : the defaults)."""
+    """The options of a variant such as ``"fused_inside"`` ("": the defaults): ``recur.unroll``
+    keywords, and ``split`` where the batch is split over the devices."""
     options = {}
     for word in filter(None, variant.split("_")):
         if word not in RECUR_VARIANT_WORDS:
@@ -85,6 +113,7 @@ def recur_impl(cell_name, batch, length, inputs, hidden, variant):
     cell = cells.get(cell_name, hidden)
     params = cell.init(jax.random.key(0), inputs)
     options = recur_options(variant)
+    options.pop("split", None)  # how the step runs, not how it is written (jax_step)
 
     def loss_fn(params, xs, cotangent):
         ys, _ = recur.unroll(cell, params, xs, **options)
@@ -107,6 +136,8 @@ def machine() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        # float32 matmuls may run as TF32 on a GPU unless this says "highest".
+        "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
         # The allocator changes CPU timings (under glibc's defaults every step's large buffers
         # are fresh pages): record any preloaded allocator and malloc tuning.
         "allocator": allocator or "default (glibc malloc)",
@@ -116,6 +147,13 @@ def machine() -> dict:
 
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["torch_cuda"] = torch.cuda.get_device_name()
+            info["torch_cudnn"] = torch.backends.cudnn.version()
+            info["torch_allow_tf32"] = {
+                "matmul": torch.backends.cuda.matmul.allow_tf32,
+                "cudnn": torch.backends.cudnn.allow_tf32,
+            }
     except ImportError:
         pass
     return info

@@ -27,6 +27,10 @@ every timing) to ``--out``.
 ``--cpus=N`` confines the process to N of the cores it may use (before JAX starts, so XLA's
 thread pool has N threads; torch then defaults to N threads too): run once with all cores and
 once with ``--cpus=1`` to see how each implementation scales with the second core.
+
+``recur_split`` (with any other words: ``recur_split_autodiff``) splits the batch over the JAX
+devices with ``jax.shard_map``; on CPU the run then has one JAX device per core in use
+(``--cpu_devices`` overrides), each running its part of the batch as a program of its own.
 """
 
 import json
@@ -66,6 +70,11 @@ flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_integer(
     "cpus", None, "Run on this many of the usable cores (default: all); set before JAX starts."
 )
+flags.DEFINE_integer(
+    "cpu_devices", None,
+    "JAX CPU devices (jax_num_cpu_devices; default 1, or one per core in use when an "
+    "implementation splits the batch: recur_split).",
+)  # fmt: skip
 flags.DEFINE_integer("torch_threads", None, "torch.set_num_threads (default: the cores in use).")
 flags.DEFINE_enum(
     "torch_device", "auto", ["auto", "cpu", "cuda"],
@@ -137,11 +146,13 @@ def build(impl, cell_name, config):
         if (cell_name, optimized) not in FLAX_CELLS:
             return None
         loss_fn, params = flax_impl(cell_name, batch, length, inputs, hidden, optimized)
+        split = False
     else:
         variant = impl.removeprefix("recur").lstrip("_")
         loss_fn, params = recur_impl(cell_name, batch, length, inputs, hidden, variant)
+        split = common.recur_options(variant).get("split", False)
     xs, cotangent = random_inputs(batch, length, inputs, hidden)
-    return jax_step(loss_fn, params, xs, cotangent)
+    return jax_step(loss_fn, params, xs, cotangent, split=split)
 
 
 def measure(cell_name, config, impls, steps, warmup):
@@ -215,6 +226,19 @@ def main(argv):
                 raise ValueError(f"unknown implementation {impl!r}")
         if FLAGS.cpus is not None:
             restrict_cpus(FLAGS.cpus)
+        cpu_devices = FLAGS.cpu_devices
+        if cpu_devices is None and any("split" in impl.split("_") for impl in impls):
+            cpu_devices = len(os.sched_getaffinity(0))
+        if cpu_devices is not None:
+            if cpu_devices < 1:
+                raise ValueError(f"--cpu_devices={cpu_devices} must be at least 1")
+            jax.config.update("jax_num_cpu_devices", cpu_devices)  # before JAX starts
+        if any("split" in impl.split("_") for impl in impls):
+            for batch in sorted({config[0] for config in configs}):
+                if batch % jax.device_count():
+                    raise ValueError(
+                        f"batch {batch} does not split over {jax.device_count()} devices"
+                    )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
@@ -229,7 +253,16 @@ def main(argv):
             notes.append("torch is not installed (pip install -e '.[bench]'): not measured")
     for note in notes:
         print(note, flush=True)
-    rows = []
+    out = pathlib.Path(FLAGS.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "command": " ".join(["python -m benchmarks.speed", *sys.argv[1:]]),
+        "machine": machine(),
+        "steps": FLAGS.steps,
+        "notes": notes,
+        "complete": False,  # the file is rewritten after every row: a cut-short run keeps them
+        "rows": [],
+    }
     runs = [("table", config) for config in configs]
     if sweep:
         batch, _, inputs, hidden = configs[0]
@@ -239,20 +272,20 @@ def main(argv):
             records = measure(cell_name, config, impls, FLAGS.steps, FLAGS.warmup)
             print(("sweep " if kind == "sweep" else "") + format_row(cell_name, config, records),
                   flush=True)  # fmt: skip
-            rows.append({"kind": kind, "cell": cell_name, "config": dict(
+            report["rows"].append({"kind": kind, "cell": cell_name, "config": dict(
                 zip(("batch", "length", "input", "hidden"), config, strict=True)),
                 "results": records})  # fmt: skip
-    out = pathlib.Path(FLAGS.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = {
-        "command": " ".join(["python -m benchmarks.speed", *sys.argv[1:]]),
-        "machine": machine(),
-        "steps": FLAGS.steps,
-        "notes": notes,
-        "rows": rows,
-    }
-    (out / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
+            write_json(out / "speed.json", report)
+    report["complete"] = True
+    write_json(out / "speed.json", report)
     print(f"wrote {out / 'speed.json'}", flush=True)
+
+
+def write_json(path: pathlib.Path, report: dict) -> None:
+    """Writes ``report`` whole or not at all (a temporary file renamed over ``path``)."""
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(report, indent=2) + "\n")
+    temporary.replace(path)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,29 @@ from recur.cells.base import Cell
 from recur.types import Array, Params, State
 
 
+def _varying_axes(x) -> frozenset:
+    """The ``shard_map`` mesh axes ``x`` varies over (empty outside ``shard_map``)."""
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
+    return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+
+def match_varying(tree, like: Array):
+    """``tree`` with every leaf marked as varying over the mesh axes ``like`` varies over.
+
+    Inside ``jax.shard_map`` (e.g. a batch split over devices) a scan's carry must vary over
+    the same manual axes as its per-step outputs; an initial state of zeros, or a cotangent
+    JAX makes up as zeros, does not. Outside ``shard_map`` this returns ``tree`` unchanged.
+    """
+    axes = _varying_axes(like)
+
+    def cast(leaf):
+        missing = tuple(sorted(axes - _varying_axes(leaf)))
+        return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
+
+    return jax.tree.map(cast, tree) if axes else tree
+
+
 def supports(cell: Cell) -> bool:
     """Whether ``cell`` has the ``recurrent`` / ``pointwise`` split this module needs."""
     return cell.recurrent is not None and cell.pointwise is not None
@@ -181,8 +204,9 @@ def fused_scan(
             return d_prev, (d_x_proj, None if shared[-1] or d_r_after else d_r)
 
         d_initial, (d_x_projs, d_rs) = jax.lax.scan(
-            body, d_final, (prev_states, saved, mask, d_ys), reverse=not reverse
-        )
+            body, match_varying(d_final, d_ys), (prev_states, saved, mask, d_ys),
+            reverse=not reverse,
+        )  # fmt: skip
         if shared[-1]:
             d_rs = d_x_projs
         elif d_r_after:

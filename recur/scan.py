@@ -139,6 +139,10 @@ def unroll(
     batch_size, num_steps, _ = xs.shape
     if initial_state is None:
         initial_state = cell.initial_state((batch_size,), dtype=_state_dtype(params, xs))
+    # Inside shard_map (the batch split over devices): the carry must vary as xs does, and the
+    # params are cast to varying once here, so that their gradient is summed over the devices
+    # once, after the scan, instead of inside it at every step.
+    params, initial_state = fused_lib.match_varying((params, initial_state), xs)
     mask = None  # [T, B, 1] bool
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)

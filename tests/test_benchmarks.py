@@ -66,7 +66,7 @@ def test_speed_app_smoke(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "speed.json").read_text())
     assert report["machine"]["jax"] and report["command"].startswith("python -m benchmarks.speed")
-    assert report["machine"]["allocator"]
+    assert report["machine"]["allocator"] and report["complete"]
     rows = {(row["kind"], row["cell"], row["config"]["length"]): row for row in report["rows"]}
     assert set(rows) == {
         (k, c, t) for k, t in (("table", 5), ("sweep", 3)) for c in ("lstm", "rnn")
@@ -87,6 +87,25 @@ def test_speed_app_on_one_core(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "speed.json").read_text())["machine"]["cpus_used"] == 1
+
+
+def test_speed_app_splits_the_batch_over_cpu_devices(tmp_path):
+    result = run_module(
+        "benchmarks.speed", "--cpu_devices=2", "--cells=lstm", "--configs=4x3x3x4",
+        "--sweep_lengths=", "--impls=recur,recur_split,recur_split_autodiff", "--steps=1",
+        "--warmup=0", f"--out={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "speed.json").read_text())
+    assert report["machine"]["devices"] == ["cpu:0", "cpu:1"]
+    (row,) = report["rows"]
+    assert set(row["results"]) == {"recur", "recur_split", "recur_split_autodiff"}
+    result = run_module(
+        "benchmarks.speed", "--cpu_devices=2", "--configs=3x3x3x4", "--impls=recur_split",
+        f"--out={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "error: batch 3 does not split over 2 devices"
 
 
 def test_profile_step_app(tmp_path):
@@ -123,6 +142,7 @@ def test_recur_variant_names():
     assert common.recur_options("fused_inside") == {"fused": True, "hoist_projection": False}
     assert common.recur_options("autodiff_hoisted") == {"fused": False, "hoist_projection": True}
     assert common.recur_options("remat") == {"remat": True}
+    assert common.recur_options("split_fused") == {"split": True, "fused": True}
     with pytest.raises(ValueError, match="sets fused twice"):
         common.recur_options("fused_autodiff")
     with pytest.raises(ValueError, match="unknown recur variant word 'fast'"):
