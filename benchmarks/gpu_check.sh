@@ -23,6 +23,9 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# One process at a time on the GPU, each taking memory as it needs it (JAX's default is to
+# take most of the GPU's memory up front).
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 
 {
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total \
