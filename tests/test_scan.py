@@ -325,13 +325,13 @@ def test_fused_recurrent_module_matches_autodiff():
 
 def test_unroll_with_the_batch_split_over_devices():
     # In a process of its own (two JAX CPU devices must exist before JAX starts): lstm, gru and
-    # rnn, fused and autodiff, forward and reverse, padded, under jax.shard_map.
+    # rnn, fused and autodiff, forward (and fused in reverse), padded, under jax.shard_map.
     script = pathlib.Path(__file__).with_name("split_batch_check.py")
     result = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["cases"] == 12 and report["max_error"] < 1e-5
+    assert report["cases"] == 9 and report["max_error"] < 1e-5
     # The params' gradient is summed over the devices once, after the scan, not at every step.
     assert report["all_reduce_in_loops"] == 0
