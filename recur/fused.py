@@ -45,8 +45,11 @@ from recur.types import Array, Params, State
 
 def _varying_axes(x) -> frozenset:
     """The ``shard_map`` mesh axes ``x`` varies over (empty outside ``shard_map``)."""
-    aval = jax.typeof(x)
-    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
+    typeof = getattr(jax, "typeof", None)  # older jax: no varying-axis types to match
+    if typeof is None:
+        return frozenset()
+    aval = typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10; before it, aval.vma
     return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
 
 

@@ -132,6 +132,10 @@ def unroll(
         ``remat``, ``perturbations`` or ``unroll``. Default (None): :func:`default_fused` where
         none of those is set, else False. Pass False for ``jax.jvp`` / ``jax.jacfwd``.
 
+    Inside ``jax.shard_map`` with the batch split over a mesh axis, the carry and the params are
+    cast to vary over that axis before the scan, so the params' gradient is summed over the
+    devices once, after it.
+
     Returns:
       ``(outputs [B, T, H], final_state)``.
     """
