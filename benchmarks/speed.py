@@ -216,24 +216,26 @@ def main(argv):
         if unknown:
             raise ValueError(f"unknown cell {unknown[0]!r}; available: lstm, gru, rnn")
         impls = list(FLAGS.impls)
+        splits = False  # whether an implementation splits the batch over the devices
         for impl in impls:
             if impl.startswith("recur"):
                 try:
-                    common.recur_options(impl.removeprefix("recur").lstrip("_"))
+                    options = common.recur_options(impl.removeprefix("recur").lstrip("_"))
                 except ValueError as error:
                     raise ValueError(f"implementation {impl!r}: {error}") from None
+                splits = splits or options.get("split", False)
             elif impl not in ("flax", "flax_optimized", "torch"):
                 raise ValueError(f"unknown implementation {impl!r}")
         if FLAGS.cpus is not None:
             restrict_cpus(FLAGS.cpus)
         cpu_devices = FLAGS.cpu_devices
-        if cpu_devices is None and any("split" in impl.split("_") for impl in impls):
+        if cpu_devices is None and splits:
             cpu_devices = len(os.sched_getaffinity(0))
         if cpu_devices is not None:
             if cpu_devices < 1:
                 raise ValueError(f"--cpu_devices={cpu_devices} must be at least 1")
             jax.config.update("jax_num_cpu_devices", cpu_devices)  # before JAX starts
-        if any("split" in impl.split("_") for impl in impls):
+        if splits:
             for batch in sorted({config[0] for config in configs}):
                 if batch % jax.device_count():
                     raise ValueError(
