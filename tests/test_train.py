@@ -177,6 +177,59 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "3"]
 
 
+def test_non_finite_loss_is_named_by_its_exact_step_between_checks(tmp_path):
+    # The loss is read back only at log, eval and checkpoint steps (every 3rd here); the first
+    # non-finite step (5) is recorded on the device and named at the check after it (step 6).
+    config = smoke(num_steps=9, checkpoint_every=3, log_every=3, eval_every=9,
+                   optim__clip_norm=0.0)  # fmt: skip
+    task = probe_train.build_task(config)
+    train_batch = task.train_batch
+
+    def poisoned(step):  # batch of step 5 (0-based 4) and after: NaN inputs
+        batch = train_batch(step)
+        return {**batch, "inputs": batch["inputs"] * np.nan} if step >= 4 else batch
+
+    task.train_batch = poisoned
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 5; .*\(step 3\) is intact"):
+        fit(config, tmp_path, task)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["3"]
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["step"] for row in rows] == [3]  # nothing logged from a bad state
+
+
+def test_non_finite_loss_before_any_checkpoint_says_there_is_none(tmp_path):
+    config = smoke(num_steps=6, checkpoint_every=3, log_every=3, optim__clip_norm=0.0)
+    task = probe_train.build_task(config)
+    train_batch = task.train_batch
+    task.train_batch = lambda step: {
+        **train_batch(step),
+        "inputs": train_batch(step)["inputs"] * np.nan,
+    }
+    with pytest.raises(
+        NonFiniteLossError, match=r"at step 1; stopping. There is no checkpoint yet"
+    ):
+        fit(config, tmp_path, task)
+
+
+def test_every_experiment_on_two_devices_matches_one_device():
+    """tests/multi_device_check.py in a process of its own (two JAX CPU devices)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests/multi_device_check.py")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report) == {"probes_adding", "lm", "sentiment", "timeseries"}
+    for name, record in report.items():
+        # Sums in another order: float32 rounding only.
+        assert record["max_rel_error"] < 2e-5, (name, record)
+        assert record["values"] > 2 * len(record["steps"]), (name, record)  # metrics compared
+    lm = report["lm"]
+    assert len(lm["steps"]) > 10  # two epochs: the carry is reset and carried on both devices
+    assert lm["eval_one_stream_rel_error"] < 2e-5  # one stream padded to two devices
+    assert lm["dropout_repeats"]
+
+
 def run_module(module, *args, env=None):
     return subprocess.run(
         [sys.executable, "-m", module, *args],

@@ -13,6 +13,7 @@ what this code measured.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from recur.train import optim
 
@@ -72,10 +73,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.recurrent_init = "orthogonal"
     config.model.forget_bias = 0.0
     config.model.gru_variant = "reset_after"
-    # The hand-written backward pass of recur.fused (same gradients; faster on CPU, see the
-    # README's speed section; needs gru_variant reset_after). False: autodiff of the scan, as
-    # in the recorded runs (the library itself defaults to the fused pass on CPU).
-    config.model.fused = False
+    # The hand-written backward pass of recur.fused (same gradients; see the README's speed
+    # section). None: the library's default (fused on CPU, autodiff of the scan elsewhere);
+    # false: autodiff everywhere (the records made before the fused default say which).
+    config.model.fused = config_dict.placeholder(bool)
 
     # Streams per batch and truncated-BPTT window length.
     config.batch_size = 20

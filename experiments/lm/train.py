@@ -16,10 +16,10 @@ import optax
 
 from recur import cells, models
 from recur.data import text
-from recur.train import Task, fit
+from recur.train import Task, batch_mean, fit
 from recur.train.loop import evaluate, restore_params
 from recur.train.sharding import make_mesh
-from recur.train.state import TrainState, eval_step
+from recur.train.state import TrainState
 
 VOCAB = "vocab.json"
 
@@ -86,7 +86,7 @@ def make_model(config, vocab_size: int) -> models.LanguageModel:
         dropout_rate=model.dropout_rate,
         variational_dropout=model.variational_dropout,
         tie_embeddings=model.tie_embeddings,
-        fused=model.get("fused", False),
+        fused=model.get("fused"),
         cell_options=options,
     )
 
@@ -128,7 +128,7 @@ def loss_fn_for(config, model: models.LanguageModel):
             {"params": params}, inputs, carry, deterministic=not training, rngs={"dropout": rng}
         )  # [B, T, V]
         ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-        nll = ce.mean()
+        nll = batch_mean(ce, batch)  # per token; eval batches padded to the devices: weights
         loss = nll * inputs.shape[1] if training and sum_over_time else nll
         return loss, {"nll": nll, "perplexity": jnp.exp(nll), "carry": states}
 
@@ -204,7 +204,7 @@ def evaluate_split(task: Task, params, ids: np.ndarray, config) -> dict[str, flo
         apply_fn=task.model.apply, params=params, tx=optax.identity(), loss_fn=task.loss_fn
     )
     batches = eval_batches(ids, config.eval_batch_size, config.eval_bptt)
-    return evaluate(jax.jit(eval_step), state, batches, make_mesh(), summarize)
+    return evaluate(state, batches, make_mesh(), summarize)
 
 
 def derive_schedule(config, per_epoch: int) -> None:

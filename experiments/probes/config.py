@@ -12,6 +12,7 @@ Command and expected result (measured on the 2-core CPU machine, see README):
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from recur.train import optim
 
@@ -77,10 +78,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.embed_size = 16
     # Rematerialise each step in the backward pass (long sequences).
     config.model.remat = False
-    # The hand-written backward pass of recur.fused (same gradients; faster on CPU, see the
-    # README's speed section; needs gru_variant reset_after). False: autodiff of the scan, as
-    # in the recorded runs (the library itself defaults to the fused pass on CPU).
-    config.model.fused = False
+    # The hand-written backward pass of recur.fused (same gradients; see the README's speed
+    # section). None: the library's default (fused on CPU, autodiff of the scan elsewhere);
+    # false: autodiff everywhere (the records made before the fused default say which).
+    config.model.fused = config_dict.placeholder(bool)
 
     # Examples per training step (divisible by the number of devices).
     config.batch_size = 64

@@ -11,19 +11,12 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.probes import train
-from recur.train import sharding
 from recur.train.cli import experiment_main
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Probe config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 if __name__ == "__main__":
-    app.run(
-        experiment_main(
-            train.train_and_evaluate,
-            before=lambda: sharding.maybe_initialize_distributed(FLAGS.distributed),
-        )
-    )
+    app.run(experiment_main(train.train_and_evaluate))

@@ -11,7 +11,7 @@ import optax
 import recur
 from recur import cells, models
 from recur.data import batching, probes
-from recur.train import Task, fit
+from recur.train import Task, batch_mean, fit, sharding
 
 TASKS = ("adding", "copy", "mnist_sequential", "mnist_permuted", "mnist_rows")
 
@@ -34,8 +34,9 @@ def hidden_size(config: ml_collections.ConfigDict, input_size: int, output_size:
     return sizes[model.cell]
 
 
-def mean_squared_error(predictions, targets):
-    return jnp.mean((predictions - targets) ** 2)
+def mean_squared_error(predictions, targets, batch):
+    """Mean over the batch (weighted where it has ``weights``) of each example's squared error."""
+    return batch_mean((predictions - targets) ** 2, batch)
 
 
 def _generated(batch_fn, config, num_steps):
@@ -84,10 +85,11 @@ def _mnist(config):
     def train_batch(step):
         return batching.epoch_batch(train, step, config.batch_size, config.seed)
 
-    def eval_batches():
-        usable = len(test["targets"]) // config.batch_size * config.batch_size
-        for start in range(0, usable, config.batch_size):
-            yield {name: array[start : start + config.batch_size] for name, array in test.items()}
+    def eval_batches():  # every test example; the last batch padded with weight-0 rows
+        for start in range(0, len(test["targets"]), config.batch_size):
+            batch = {name: array[start : start + config.batch_size] for name, array in test.items()}
+            batch["weights"] = np.ones(len(batch["targets"]), np.float32)
+            yield sharding.pad_batch(batch, config.batch_size)
 
     majority = np.bincount(test["targets"], minlength=10).max() / len(test["targets"])
     baseline = {"accuracy": float(majority), "cross_entropy": float(np.log(10))}
@@ -110,7 +112,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         "cell": model_config.cell,
         "num_layers": model_config.num_layers,
         "remat": model_config.remat,
-        "fused": model_config.get("fused", False),
+        "fused": model_config.get("fused"),
         "cell_options": cells.options_from_config(model_config),
     }
     notes = []
@@ -125,7 +127,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         def loss_fn(params, batch, rng, train):
             del rng, train
             predictions = model.apply({"params": params}, batch["inputs"])
-            mse = mean_squared_error(predictions, batch["targets"])
+            mse = mean_squared_error(predictions, batch["targets"], batch)
             return mse, {"mse": mse}
 
         example, metric = jnp.zeros((1, T, 2)), "mse"
@@ -145,9 +147,9 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
             del rng, train
             logits = model.apply({"params": params}, batch["inputs"])
             targets = batch["targets"]
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+            ce = batch_mean(optax.softmax_cross_entropy_with_integer_labels(logits, targets), batch)
             recalled = logits[:, -probes.COPY_LENGTH :].argmax(-1)
-            accuracy = jnp.mean(recalled == targets[:, -probes.COPY_LENGTH :])
+            accuracy = batch_mean(recalled == targets[:, -probes.COPY_LENGTH :], batch)
             return ce, {"cross_entropy": ce, "copy_accuracy": accuracy}
 
         example, metric = jnp.zeros((1, T + 20), jnp.int32), "cross_entropy"
@@ -161,8 +163,9 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         def loss_fn(params, batch, rng, train):
             del rng, train
             logits = model.apply({"params": params}, batch["inputs"])
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
-            accuracy = jnp.mean(logits.argmax(-1) == batch["targets"])
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+            ce = batch_mean(ce, batch)
+            accuracy = batch_mean(logits.argmax(-1) == batch["targets"], batch)
             return ce, {"cross_entropy": ce, "accuracy": accuracy}
 
         steps = 784 if name != "mnist_rows" else 28

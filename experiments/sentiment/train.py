@@ -107,7 +107,7 @@ def make_model(config, vocab_size: int) -> models.SequenceClassifier:
         attention_size=model.get("attention_size", 64),
         head_hidden_size=model.get("head_hidden_size", 0),
         dropout_rate=model.dropout_rate,
-        fused=model.get("fused", False),
+        fused=model.get("fused"),
         cell_options=cells.options_from_config(model),
     )
 

@@ -16,6 +16,7 @@ linear-autoregression baselines).
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from recur.train import optim
 
@@ -78,10 +79,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.recurrent_init = "orthogonal"
     config.model.forget_bias = 1.0
     config.model.gru_variant = "reset_after"
-    # The hand-written backward pass of recur.fused (same gradients; faster on CPU, see the
-    # README's speed section; needs gru_variant reset_after). False: autodiff of the scan, as
-    # in the recorded runs (the library itself defaults to the fused pass on CPU).
-    config.model.fused = False
+    # The hand-written backward pass of recur.fused (same gradients; see the README's speed
+    # section). None: the library's default (fused on CPU, autodiff of the scan elsewhere);
+    # false: autodiff everywhere (the records made before the fused default say which).
+    config.model.fused = config_dict.placeholder(bool)
 
     config.batch_size = 32
     # Training length in epochs over the training windows; num_steps follows from it.

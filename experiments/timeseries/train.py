@@ -12,7 +12,7 @@ import numpy as np
 
 from recur import cells, models
 from recur.data import batching, timeseries
-from recur.train import Task, fit, restore_params
+from recur.train import Task, batch_mean, fit, restore_params
 
 HEADS = ("last", "every_step")
 
@@ -98,7 +98,7 @@ def build_task(config: ml_collections.ConfigDict, prepared: Prepared) -> Task:
         hidden_size=model_config.hidden_size,
         num_layers=model_config.num_layers,
         dropout_rate=model_config.dropout_rate,
-        fused=model_config.get("fused", False),
+        fused=model_config.get("fused"),
         cell_options=cells.options_from_config(model_config),
     )
     cells.get(model_config.cell, model_config.hidden_size, **common["cell_options"])
@@ -112,7 +112,7 @@ def build_task(config: ml_collections.ConfigDict, prepared: Prepared) -> Task:
         predictions = model.apply(
             {"params": params}, batch["inputs"], deterministic=not train, rngs={"dropout": rng}
         )
-        mse = jnp.mean((predictions - batch["targets"]) ** 2)
+        mse = batch_mean((predictions - batch["targets"]) ** 2, batch)
         return mse, {"mse": mse}
 
     train = prepared.splits["train"]

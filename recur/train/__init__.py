@@ -5,7 +5,7 @@ from absl import flags, logging
 
 from recur.train.loop import NonFiniteLossError, Task, evaluate, fit, restore_params
 from recur.train.optim import make_optimizer, make_schedule
-from recur.train.state import TrainState, eval_step, train_step
+from recur.train.state import TrainState, batch_mean, batch_weight, eval_step, train_step
 
 
 def quiet_logs() -> None:
@@ -18,6 +18,8 @@ __all__ = [
     "NonFiniteLossError",
     "Task",
     "TrainState",
+    "batch_mean",
+    "batch_weight",
     "eval_step",
     "evaluate",
     "fit",

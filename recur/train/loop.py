@@ -8,7 +8,6 @@ run continues exactly as if it had never stopped.
 
 import dataclasses
 import json
-import math
 import pathlib
 import time
 from collections.abc import Callable, Iterable
@@ -18,12 +17,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
+from jax.sharding import Mesh
 
 from recur.train import checkpoint, sharding
 from recur.train.metrics import MetricWriter, Progress, to_python
 from recur.train.optim import make_optimizer
-from recur.train.state import Batch, LossFn, TrainState, eval_step, train_step
+from recur.train.state import (
+    Batch,
+    LossFn,
+    TrainState,
+    batch_weight,
+    eval_step,
+    split_eval_step,
+    split_train_step,
+    train_step,
+)
 from recur.types import Params, PRNGKey
 
 
@@ -38,7 +46,11 @@ class Task:
     Attributes:
       model: the Flax module (``apply_fn`` of the state).
       init_params: ``key -> params``.
-      loss_fn: ``(params, batch, rng, train) -> (loss, metrics)``; metrics are batch means.
+      loss_fn: ``(params, batch, rng, train) -> (loss, metrics)``; the loss and metrics are
+        means over the batch's examples or tokens, weighted by ``batch["weights"]`` where present
+        (:func:`recur.train.batch_mean`): the loop pads evaluation batches to a multiple of the
+        devices with weight-0 rows, and splits every batch over the devices, each device's means
+        weighted by its share of the batch's weight (:func:`recur.train.batch_weight`).
       train_batch: ``step -> batch``, deterministic in the step (exact resume).
       eval_batches: ``() -> iterable of batches`` of the held-out split.
       metric: name of the task metric in the metrics (e.g. ``mse``, ``accuracy``).
@@ -49,8 +61,9 @@ class Task:
         (e.g. to keep the params with the best held-out accuracy).
       initial_carry: for stateful tasks (truncated BPTT), the carry the training state starts
         with (see :mod:`recur.train.state`); the task's batches say when to reset it.
-      summarize: optional ``metrics -> metrics`` applied to the evaluation's means, for
-        metrics that are not means over batches (e.g. perplexity = exp(mean loss)).
+      summarize: optional ``metrics -> metrics`` applied to the evaluation's means (and added
+        to the logged training metrics), for metrics that are not means over batches (e.g.
+        perplexity = exp(mean loss)).
     """
 
     model: nn.Module
@@ -68,25 +81,26 @@ class Task:
 
 
 def evaluate(
-    eval_fn, state: TrainState, batches: Iterable[Batch], mesh, summarize=None
+    state: TrainState, batches: Iterable[Batch], mesh: Mesh, summarize=None
 ) -> dict[str, float]:
     """Mean of each metric over the batches, weighted by batch size, or by the sum of
     ``batch["weights"]`` where batches are padded with weight-0 rows or hold a weight per
-    token (the task's metrics are then weighted means over the batch). A ``carry`` returned by
-    one batch is passed to the next (stateful tasks: the first batch starts from zeros).
-    ``summarize``, if given, maps the means to the reported metrics."""
+    token (the task's metrics are then weighted means over the batch). Each batch is split
+    over ``mesh``'s devices, padded with weight-0 rows to a multiple of their number first. A
+    ``carry`` returned by one batch is passed to the next (stateful tasks: the first batch
+    starts from zeros). ``summarize``, if given, maps the means to the reported metrics."""
+    step = jax.jit(eval_step if mesh.size == 1 else split_eval_step(mesh))
+    state = sharding.place_state(state, mesh)  # a no-op for fit's state, already there
     totals: dict[str, float] = {}
-    count = 0
+    count = 0.0
     carry = None
     for batch in batches:
-        if "weights" in batch:
-            size = float(np.sum(batch["weights"]))
-        else:
-            size = len(jax.tree.leaves(batch)[0])
+        batch = sharding.pad_batch(batch, mesh.size)
+        size = float(batch_weight(batch))
         batch = sharding.shard_batch(batch, mesh)
         if carry is not None:
             batch = {**batch, "carry": carry}
-        metrics = dict(eval_fn(state, batch))
+        metrics = dict(step(state, batch))
         carry = metrics.pop("carry", None)
         for name, value in to_python(metrics).items():
             totals[name] = totals.get(name, 0.0) + value * size
@@ -95,8 +109,104 @@ def evaluate(
     return summarize(means) if summarize is not None else means
 
 
-def fit(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task) -> dict:
-    """Trains ``task`` for ``config.num_steps`` steps in ``workdir`` (resuming if possible).
+def _with_nonfinite_record(step_fn):
+    """``step_fn`` that also keeps, on the device, the first step whose loss is not finite and
+    that loss (``{"step": 0}`` while all are finite): no host round trip per step."""
+
+    def step(state, batch, rng, nonfinite):
+        new_state, metrics = step_fn(state, batch, rng)
+        loss = metrics["loss"]
+        first = (nonfinite["step"] == 0) & ~jnp.isfinite(loss)
+        nonfinite = {
+            "step": jnp.where(first, new_state.step, nonfinite["step"]),
+            "loss": jnp.where(first, loss, nonfinite["loss"]),
+        }
+        return new_state, metrics, nonfinite
+
+    return step
+
+
+def create_state(config: ml_collections.ConfigDict, task: Task, key: PRNGKey) -> TrainState:
+    """The task's initial training state: params from ``task.init_params(key)``, the optimizer
+    of ``config.optim`` over ``config.num_steps`` steps, and the task's initial carry."""
+    optimizer, _ = make_optimizer(config.optim, config.num_steps)
+    return TrainState.create(
+        apply_fn=task.model.apply,
+        params=task.init_params(key),
+        tx=optimizer,
+        loss_fn=task.loss_fn,
+        # One buffer per leaf: the state is donated, and a task may share one zero array.
+        carry=jax.tree.map(lambda x: jnp.array(x, copy=True), task.initial_carry),
+    )
+
+
+def training_mesh(task: Task, step: int = 0, num_devices: int | None = None) -> Mesh:
+    """The mesh the training batches split over: ``num_devices`` (default: every device), or
+    the most of them that divide the batch size (a note says so)."""
+    rows = len(jax.tree.leaves(task.train_batch(step))[0])
+    wanted = num_devices or jax.device_count()
+    mesh = sharding.mesh_for_batch(rows, wanted)
+    if mesh.size < wanted:
+        print(
+            f"note: batch size {rows} does not split over {wanted} devices; "
+            f"training on {mesh.size}",
+            flush=True,
+        )
+    return mesh
+
+
+class TrainingSteps:
+    """The loop's training steps over ``task.train_batch``, from ``state`` (placed on ``mesh``):
+    each :meth:`advance` runs one jitted step (the batch split over the mesh's devices when
+    there are several; the state donated) and makes the next batch while it runs.
+
+    No host round trip per step: the first step whose loss is not finite, and that loss, are
+    kept on the device (``nonfinite``, ``{"step": 0}`` while all are finite) and read by
+    :meth:`first_nonfinite` when the loop asks (at log, eval and checkpoint steps). With several
+    devices one step is in flight at a time: with several steps queued, XLA:CPU's devices (one
+    per core, sharing as many threads) deadlocked in the step's all-reduce.
+    """
+
+    def __init__(self, task: Task, state: TrainState, mesh: Mesh, rng: PRNGKey):
+        self.task, self.mesh, self.rng = task, mesh, rng
+        self.state = sharding.place_state(state, mesh)
+        self.step = int(state.step)  # steps done
+        step_fn = train_step if mesh.size == 1 else split_train_step(mesh)
+        self._jitted = jax.jit(_with_nonfinite_record(step_fn), donate_argnums=(0, 3))
+        self.nonfinite = sharding.replicate({"step": jnp.int32(0), "loss": jnp.float32(0)}, mesh)
+        self._batch = self._make_batch(self.step)
+
+    def _make_batch(self, step: int):
+        return sharding.shard_batch(self.task.train_batch(step), self.mesh)
+
+    def advance(self, make_next: bool = True) -> dict:
+        """One step; returns its metrics (device arrays). ``make_next``: prepare the next
+        step's batch while this one runs (False for the last step)."""
+        self.state, metrics, self.nonfinite = self._jitted(
+            self.state, self._batch, self.rng, self.nonfinite
+        )
+        self.step += 1
+        if make_next:
+            self._batch = self._make_batch(self.step)
+        if self.mesh.size > 1:
+            self.nonfinite["step"].block_until_ready()
+        return metrics
+
+    def first_nonfinite(self) -> tuple[int, float] | None:
+        """``(step, loss)`` of the first non-finite loss so far, or None (a host round trip)."""
+        step = int(self.nonfinite["step"])
+        return (step, float(self.nonfinite["loss"])) if step else None
+
+
+def fit(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    task: Task,
+    num_devices: int | None = None,
+) -> dict:
+    """Trains ``task`` for ``config.num_steps`` steps in ``workdir`` (resuming if possible),
+    with each batch split over ``num_devices`` devices (default: all; on CPU one per core, see
+    :func:`recur.train.sharding.use_cpu_cores`).
 
     Config fields used: ``seed``, ``num_steps``, ``log_every``, ``eval_every``,
     ``checkpoint_every``, ``optim`` (see :mod:`recur.train.optim`).
@@ -113,58 +223,59 @@ def fit(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     for note in task.notes:
         print(note, flush=True)
-    mesh = sharding.make_mesh()
     init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-    optimizer, schedule = make_optimizer(config.optim, config.num_steps)
-    state = TrainState.create(
-        apply_fn=task.model.apply,
-        params=task.init_params(init_rng),
-        tx=optimizer,
-        loss_fn=task.loss_fn,
-        # One buffer per leaf: the state is donated, and a task may share one zero array.
-        carry=jax.tree.map(lambda x: jnp.array(x, copy=True), task.initial_carry),
-    )
+    _, schedule = make_optimizer(config.optim, config.num_steps)
+    state = create_state(config, task, init_rng)
     manager = checkpoint.make_manager(workdir)
     state = checkpoint.restore_latest(manager, state)
     start = int(state.step)
     if start:
         print(f"resuming from the checkpoint at step {start} in {workdir}", flush=True)
-    state = sharding.replicate(state, mesh)
+    mesh = training_mesh(task, start, num_devices)
+    steps = TrainingSteps(task, state, mesh, train_rng)
     writer = MetricWriter(workdir, start)
     progress = Progress(start, config.num_steps)
-    jit_train_step = jax.jit(train_step, donate_argnums=0)
-    jit_eval_step = jax.jit(eval_step)
     started = time.perf_counter()
     segments = TrainSegments(workdir, start)
     eval_metrics: dict[str, float] = {}
+
+    def check_finite():  # the one host round trip, at log, eval and checkpoint steps
+        bad = steps.first_nonfinite()
+        if bad:
+            last = manager.latest_step()
+            kept = (
+                f"The last good checkpoint (step {last}) is intact in {workdir / 'checkpoints'}"
+                if last is not None
+                else "There is no checkpoint yet: none was due before it"
+            )
+            raise NonFiniteLossError(f"loss is {bad[1]} at step {bad[0]}; stopping. {kept}")
+
     try:
         for step in range(start + 1, config.num_steps + 1):  # ``step`` steps done after this
-            batch = sharding.shard_batch(task.train_batch(step - 1), mesh)
-            state, metrics = jit_train_step(state, batch, train_rng)
-            loss = float(metrics["loss"])
-            if not math.isfinite(loss):
-                last = manager.latest_step()
-                raise NonFiniteLossError(
-                    f"loss is {loss} at step {step}; stopping. The last good checkpoint "
-                    f"(step {last}) is intact in {workdir / 'checkpoints'}"
-                )
+            metrics = steps.advance(make_next=step < config.num_steps)
             last_step = step == config.num_steps
-            if step % config.log_every == 0 or last_step:
-                values = writer.write(step, "train", {**metrics, "learning_rate": schedule(step)})
+            log = step % config.log_every == 0 or last_step
+            run_eval = step % config.eval_every == 0 or last_step
+            save = step % config.checkpoint_every == 0 or last_step
+            if log or run_eval or save:
+                check_finite()
+            if log:
+                values = to_python({**metrics, "learning_rate": schedule(step)})
+                if task.summarize is not None:
+                    values.update(task.summarize(values))
+                writer.write(step, "train", values)
                 progress.line(step, values, task.metric)
-            if step % config.eval_every == 0 or last_step:
-                eval_metrics = evaluate(
-                    jit_eval_step, state, task.eval_batches(), mesh, task.summarize
-                )
+            if run_eval:
+                eval_metrics = evaluate(steps.state, task.eval_batches(), mesh, task.summarize)
                 writer.write(step, "eval", eval_metrics)
                 print(f"eval at step {step}: {format_metrics(eval_metrics, task)}", flush=True)
                 if task.on_eval is not None:
-                    task.on_eval(step, state, eval_metrics)
-            if step % config.checkpoint_every == 0 or last_step:
-                checkpoint.save(manager, state)
+                    task.on_eval(step, steps.state, eval_metrics)
+            if save:
+                checkpoint.save(manager, steps.state)
                 segments.record(step, time.perf_counter() - started)
         if not eval_metrics:  # already complete: evaluate the restored state
-            eval_metrics = evaluate(jit_eval_step, state, task.eval_batches(), mesh, task.summarize)
+            eval_metrics = evaluate(steps.state, task.eval_batches(), mesh, task.summarize)
     finally:
         manager.wait_until_finished()
         manager.close()
@@ -180,7 +291,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
         # checkpoint: the time spent on the steps that made the final params.
         "train_seconds_total": segments.total_seconds(),
         "train_segments": segments.rows,
-        "devices": [str(device) for device in jax.devices()],
+        "devices": [str(device) for device in mesh.devices.flat],
         "notes": task.notes,
         **task.info,
     }
@@ -223,13 +334,7 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Pat
       ValueError: when ``workdir`` holds no checkpoint.
     """
     workdir = pathlib.Path(workdir)
-    optimizer, _ = make_optimizer(config.optim, config.num_steps)
-    state = TrainState.create(
-        apply_fn=task.model.apply,
-        params=task.init_params(jax.random.key(0)),
-        tx=optimizer,
-        carry=task.initial_carry,
-    )
+    state = create_state(config, task, jax.random.key(0))
     manager = checkpoint.make_manager(workdir)
     try:
         if manager.latest_step() is None:

@@ -1,12 +1,21 @@
-"""Data parallelism with ``jax.sharding``: one mesh axis over all devices, batch split along
-it, params and optimizer state replicated. The same code runs on one CPU, a GPU, or many
-devices (multi-host after :func:`maybe_initialize_distributed`)."""
+"""Data parallelism: one mesh axis (``"data"``) over the devices, the batch split along it,
+params and optimizer state replicated (:func:`recur.train.state.split_train_step`).
+
+On CPU the devices are the cores: :func:`use_cpu_cores` (called by every experiment's ``main``
+before JAX starts) makes one JAX CPU device per core, so each core runs its part of the batch
+as a program of its own (XLA:CPU runs one operation at a time, and a recurrence at a small batch
+is a chain of small operations that leaves the second core waiting; see the README's speed
+section). The same code shards the batch over several GPUs or TPUs, or over the devices of
+several processes after :func:`maybe_initialize_distributed`.
+"""
+
+import os
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-DATA_AXIS = "data"
+from recur.train.state import DATA_AXIS, TrainState
 
 
 def maybe_initialize_distributed(enabled: bool) -> None:
@@ -16,9 +25,36 @@ def maybe_initialize_distributed(enabled: bool) -> None:
         jax.distributed.initialize()
 
 
-def make_mesh() -> Mesh:
-    """A 1-D mesh over every device, axis ``"data"``."""
-    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def use_cpu_cores(cpu_devices: int | None = None) -> int:
+    """Sets the number of JAX CPU devices before JAX starts: ``cpu_devices``, or by default one
+    per core this process may run on (``os.sched_getaffinity``), unless ``XLA_FLAGS`` already
+    sets ``--xla_force_host_platform_device_count``. Returns the number set (0: left as is).
+
+    Raises:
+      ValueError: ``cpu_devices`` below 1.
+    """
+    if cpu_devices is None:
+        if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+            return 0
+        cpu_devices = len(os.sched_getaffinity(0))
+    if cpu_devices < 1:
+        raise ValueError(f"--cpu_devices must be at least 1, got {cpu_devices}")
+    jax.config.update("jax_num_cpu_devices", cpu_devices)
+    return cpu_devices
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D mesh, axis ``"data"``, over the first ``num_devices`` devices (default: all)."""
+    devices = jax.devices()
+    return Mesh(np.asarray(devices[: num_devices or len(devices)]), (DATA_AXIS,))
+
+
+def mesh_for_batch(batch_size: int, num_devices: int | None = None) -> Mesh:
+    """The mesh over the most of the first ``num_devices`` devices (default: all) that split
+    ``batch_size`` rows evenly (all of them when the batch divides; 1 device for a prime batch
+    size above their number)."""
+    count = min(num_devices or jax.device_count(), jax.device_count())
+    return make_mesh(max(d for d in range(1, count + 1) if batch_size % d == 0))
 
 
 def replicate(tree, mesh: Mesh):
@@ -26,8 +62,20 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
+def place_state(state: TrainState, mesh: Mesh) -> TrainState:
+    """The state on ``mesh``: everything replicated, the carry split along its batch axis."""
+    carry = state.carry
+    state = replicate(state.replace(carry=None), mesh)
+    return state.replace(carry=shard_batch(carry, mesh))
+
+
 def shard_batch(batch, mesh: Mesh):
-    """Splits every leaf's leading (batch) axis over the mesh's devices."""
+    """Splits every leaf's leading (batch) axis over the mesh's devices.
+
+    Raises:
+      ValueError: a leading axis that does not divide by the number of devices
+        (:func:`pad_batch` first).
+    """
     devices = mesh.devices.size
     for leaf in jax.tree.leaves(batch):
         if leaf.shape[0] % devices:
@@ -35,3 +83,22 @@ def shard_batch(batch, mesh: Mesh):
                 f"batch size {leaf.shape[0]} is not divisible by the number of devices {devices}"
             )
     return jax.device_put(batch, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
+
+
+def pad_batch(batch: dict, multiple: int) -> dict:
+    """``batch`` with its rows padded to a multiple of ``multiple``: padded rows repeat the last
+    row and get weight 0 in ``batch["weights"]`` (ones for the real rows where the batch had
+    none), so the task's weighted means (:func:`recur.train.state.batch_mean`) ignore them."""
+    rows = len(next(iter(batch.values())))
+    missing = -rows % multiple
+    if not missing:
+        return batch
+    padded = {}
+    for name, array in batch.items():
+        array = np.asarray(array)
+        tail = np.repeat(array[-1:], missing, axis=0)
+        padded[name] = np.concatenate([array, tail])
+    weights = np.asarray(batch.get("weights", np.ones(rows, np.float32)))
+    pad_shape = (missing, *weights.shape[1:])
+    padded["weights"] = np.concatenate([weights, np.zeros(pad_shape, weights.dtype)])
+    return padded

@@ -1,28 +1,42 @@
-"""``TrainState``, the module-level ``train_step`` and ``eval_step``.
+"""``TrainState``, the module-level ``train_step`` and ``eval_step``, and their data-parallel
+forms with the batch split over the devices of a mesh.
 
 A task gives a loss function ``loss_fn(params, batch, rng, train) -> (loss, metrics)``; it is a
 static field of the state, so ``train_step(state, batch, rng)`` has the flax-examples shape and
-is jitted at the call site with ``donate_argnums=0``.
+is jitted at the call site with ``donate_argnums=0``. The loss and every metric are means over
+the batch's examples (or tokens), weighted by ``batch["weights"]`` where the batch has them
+(:func:`batch_mean`): padded rows carry weight 0.
 
 Stateful tasks (truncated BPTT) keep a ``carry`` pytree in the state, e.g. the recurrent states
 at the end of the last window: ``train_step`` passes it to the loss as ``batch["carry"]`` and
 the loss returns the new one as ``metrics["carry"]``, which becomes the state's carry. The carry
 is an input, not a parameter, so no gradient flows across window boundaries; it is saved with
 checkpoints, so a resumed run continues the same streams.
+
+Split over devices (:func:`split_train_step`), each device runs the loss on its rows of the
+batch as a program of its own (``jax.shard_map``); its loss and metrics are scaled by its share
+of the batch's weight and summed over the devices, so they are the whole batch's weighted means,
+and the params' gradients are summed once (``recur.unroll`` keeps that sum out of its scan).
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import struct
 from flax.training import train_state
+from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from recur.types import Array, Params, PRNGKey
 
 Batch = dict[str, Array]
 LossFn = Callable[[Params, Batch, PRNGKey, bool], tuple[Array, dict[str, Array]]]
+DATA_AXIS = "data"
 
 
 class TrainState(train_state.TrainState):
@@ -32,25 +46,37 @@ class TrainState(train_state.TrainState):
     carry: Any = None
 
 
-def train_step(state: TrainState, batch: Batch, rng: PRNGKey) -> tuple[TrainState, dict]:
-    """One optimizer step; randomness (dropout) from ``fold_in(rng, step)``.
+def batch_weight(batch: Batch) -> Array:
+    """The batch's total weight: the sum of ``batch["weights"]`` ([B] or [B, T]: per example or
+    per token), else its number of rows."""
+    if "weights" in batch:
+        return jnp.sum(batch["weights"], dtype=jnp.float32)
+    rows = jax.tree.leaves({k: v for k, v in batch.items() if k != "carry"})[0].shape[0]
+    return jnp.asarray(rows, jnp.float32)
 
-    Returns:
-      ``(new state, metrics)`` with the task's metrics plus ``loss``, ``grad_norm``,
-      ``param_norm`` and ``update_norm``.
-    """
-    step_rng = jax.random.fold_in(rng, state.step)
-    if state.carry is not None:
-        batch = {**batch, "carry": state.carry}
 
-    def loss(params):
-        return state.loss_fn(params, batch, step_rng, True)
+def batch_mean(values: Array, batch: Batch) -> Array:
+    """Mean of per-example ``values: [B, ...]`` (or per-token ``[B, T, ...]``) weighted by
+    ``batch["weights"]`` where present; trailing axes beyond the weights' are averaged first.
+    A batch of weight 0 (all padding) gives 0."""
+    if "weights" not in batch:
+        return jnp.mean(values)
+    weights = batch["weights"]
+    values = values.reshape(*weights.shape, -1).mean(-1)
+    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-30)
 
-    (loss_value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+
+def _with_carry(state: TrainState, batch: Batch) -> Batch:
+    return batch if state.carry is None else {**batch, "carry": state.carry}
+
+
+def _apply(state: TrainState, loss_value, metrics: dict, grads) -> tuple[TrainState, dict]:
+    """The optimizer step and the logged norms, given the loss, metrics and gradients."""
     new_state = state.apply_gradients(grads=grads)
+    metrics = dict(metrics)
+    carry = metrics.pop("carry", None)
     if state.carry is not None:
-        metrics = dict(metrics)
-        new_state = new_state.replace(carry=metrics.pop("carry"))
+        new_state = new_state.replace(carry=carry)
     updates = jax.tree.map(lambda new, old: new - old, new_state.params, state.params)
     metrics = {
         **metrics,
@@ -62,8 +88,98 @@ def train_step(state: TrainState, batch: Batch, rng: PRNGKey) -> tuple[TrainStat
     return new_state, metrics
 
 
+def train_step(state: TrainState, batch: Batch, rng: PRNGKey) -> tuple[TrainState, dict]:
+    """One optimizer step; randomness (dropout) from ``fold_in(rng, step)``.
+
+    Returns:
+      ``(new state, metrics)`` with the task's metrics plus ``loss``, ``grad_norm``,
+      ``param_norm`` and ``update_norm``.
+    """
+    step_rng = jax.random.fold_in(rng, state.step)
+    batch = _with_carry(state, batch)
+
+    def loss(params):
+        return state.loss_fn(params, batch, step_rng, True)
+
+    (loss_value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+    return _apply(state, loss_value, metrics, grads)
+
+
 def eval_step(state: TrainState, batch: Batch) -> dict[str, Any]:
     """The task's metrics (and loss) on one batch, deterministic; a stateful task's loss reads
     ``batch["carry"]`` when present and returns ``metrics["carry"]`` for the next batch."""
     loss_value, metrics = state.loss_fn(state.params, batch, jax.random.key(0), False)
     return {**metrics, "loss": loss_value}
+
+
+def _weighted_sum_over_shards(weight, tree):
+    """``(total weight, sum over devices of weight * tree / total weight)`` in ONE all-reduce.
+
+    One collective per step, not one per metric: XLA:CPU may start independent collectives in a
+    different order on each device, and with as many pool threads as devices (one per core) two
+    devices waiting in two different collectives deadlock (seen here: a rendezvous timeout).
+    """
+    flat, unflatten = ravel_pytree(tree)
+    summed = jax.lax.psum(jnp.concatenate([weight[None], flat * weight]), DATA_AXIS)
+    total = summed[0]
+    return total, unflatten(summed[1:] / jnp.maximum(total, 1e-30))
+
+
+@functools.cache
+def split_train_step(mesh: Mesh) -> Callable[[TrainState, Batch, PRNGKey], tuple]:
+    """:func:`train_step` with the batch (and a stateful task's carry) split over ``mesh``'s
+    ``"data"`` axis and the params replicated. Each device's loss, metrics and gradients, times
+    its share of the batch's weight (:func:`batch_weight`), are summed over the devices in one
+    all-reduce after the scan: the whole batch's weighted means and their gradient. Dropout keys
+    differ per device (``fold_in(fold_in(rng, step), device index)``): runs are deterministic for
+    a given number of devices. Returns the same ``(new state, metrics)``."""
+
+    def step(state: TrainState, batch: Batch, rng: PRNGKey):
+        step_rng = jax.random.fold_in(rng, state.step)
+
+        def local(params, batch, rng):
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
+            # Varying params: their gradient stays per device until the one sum below.
+            params = jax.lax.pcast(params, (DATA_AXIS,), to="varying")
+
+            def loss(params):
+                return state.loss_fn(params, batch, rng, True)
+
+            (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
+            metrics = dict(metrics)
+            carry = metrics.pop("carry", None)
+            _, (value, metrics, grads) = _weighted_sum_over_shards(
+                batch_weight(batch), (value, metrics, grads)
+            )
+            return value, metrics, carry, grads
+
+        loss_value, metrics, carry, grads = jax.shard_map(
+            local, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()),
+            out_specs=(P(), P(), P(DATA_AXIS), P()),
+        )(state.params, _with_carry(state, batch), step_rng)  # fmt: skip
+        if carry is not None:
+            metrics = {**metrics, "carry": carry}
+        return _apply(state, loss_value, metrics, grads)
+
+    return step
+
+
+@functools.cache
+def split_eval_step(mesh: Mesh) -> Callable[[TrainState, Batch], dict]:
+    """:func:`eval_step` with the batch split over ``mesh``'s ``"data"`` axis: the whole
+    batch's weighted means, and the carry split as the batch is."""
+
+    def step(state: TrainState, batch: Batch) -> dict:
+        def local(params, batch):
+            loss_value, metrics = state.loss_fn(params, batch, jax.random.key(0), False)
+            metrics = {**metrics, "loss": loss_value}
+            carry = metrics.pop("carry", None)
+            _, metrics = _weighted_sum_over_shards(batch_weight(batch), metrics)
+            return metrics, carry
+
+        metrics, carry = jax.shard_map(
+            local, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P(DATA_AXIS))
+        )(state.params, batch)
+        return metrics if carry is None else {**metrics, "carry": carry}
+
+    return step
