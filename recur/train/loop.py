@@ -192,6 +192,21 @@ class TrainingSteps:
             self.nonfinite["step"].block_until_ready()
         return metrics
 
+    def memory_estimate(self) -> int | None:
+        """XLA's estimate of one step's memory (arguments, outputs and temporaries; all
+        devices' together), in bytes; None where the backend gives none."""
+        compiled = self._jitted.lower(self.state, self._batch, self.rng, self.nonfinite).compile()
+        analysis = compiled.memory_analysis()
+        if analysis is None:
+            return None
+        per_device = (
+            analysis.argument_size_in_bytes
+            + analysis.output_size_in_bytes
+            + analysis.temp_size_in_bytes
+            - analysis.alias_size_in_bytes
+        )
+        return int(per_device) * self.mesh.size
+
     def first_nonfinite(self) -> tuple[int, float] | None:
         """``(step, loss)`` of the first non-finite loss so far, or None (a host round trip)."""
         step = int(self.nonfinite["step"])
