@@ -45,7 +45,7 @@ class _Stepper:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
         self.optimizer.step()
         self.count += 1
-        return float(loss) if self.count % self.log_every == 0 else None
+        return float(loss.detach()) if self.count % self.log_every == 0 else None
 
 
 def adding_step(cell, hidden_size, length, batch_size, optim, clip_norm, log_every, seed=0):

@@ -11,17 +11,19 @@ of ``recur.train.fit`` (:class:`recur.train.loop.TrainingSteps`: batch, step, th
 every ``log_every`` steps), the torch reference (``benchmarks/torch_reference.py``) the same
 model, data, optimizer and batch with ``torch.nn``. Implementations:
 
-  ``recur``: the experiment as it runs by default (the batch split over one JAX CPU device per
-  core, recur.fused's backward pass); ``recur_one_device``: on one device (no split);
-  ``recur_autodiff``: split, with ``model.fused=False`` (the experiments' setting before);
-  ``torch``: the reference, with as many threads as cores.
+  ``recur``: the experiment as it runs by default (its config's ``num_devices``, recur.fused's
+  backward pass); ``recur_split``: the batch split over every device (one JAX CPU device per
+  core); ``recur_one_device``: on one device; ``recur_autodiff``: as ``recur`` with
+  ``model.fused=False`` (the experiments' setting before); ``torch``: the reference, with as
+  many threads as cores.
 
 They take turns: each round runs ``--steps`` steps of every implementation in a new random
-order, after a warm-up round. Reported: the median over rounds of steps/s (tokens/s for the
-LM), the ratio to torch, XLA's memory estimate of recur's step, and the resident memory each
-implementation's training adds to a process of its own at its peak (``--memory``: the libraries
-imported first and not counted; data, model, optimizer, compiled programs and the steps' working
-memory counted). JSON in ``--out``.
+order, after a warm-up round, with ``--pause`` seconds of idle before each (torch's OpenMP
+threads keep spinning for a while after its last step, which slowed whatever ran next).
+Reported: the median over rounds of steps/s (tokens/s for the LM), the ratio to torch, XLA's
+memory estimate of recur's step, and the resident memory each implementation's training adds to
+a process of its own at its peak (``--memory``: the libraries imported first and not counted;
+data, model, optimizer, compiled programs and the steps' working memory counted). JSON in ``--out``.
 """
 
 import json
@@ -37,12 +39,17 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 ADDING = [f"adding_{c}_T{t}" for t in (25, 50, 100) for c in ("rnn", "lstm", "gru")]
 WORKLOADS = [*ADDING, "ptb_small_lstm", "ptb_small_gru", "ptb_small_rnn", "imdb_lstm"]
-IMPLS = ("recur", "recur_one_device", "recur_autodiff", "torch")
-flags.DEFINE_list("workloads", [*ADDING, "ptb_small_lstm", "ptb_small_gru", "imdb_lstm"],
-                  f"Any of: {', '.join(WORKLOADS)} (adding_<cell>_T<T> for any T >= 2).")  # fmt: skip
-flags.DEFINE_list("impls", ["recur", "recur_one_device", "torch"], f"Any of {', '.join(IMPLS)}.")
+IMPLS = ("recur", "recur_split", "recur_one_device", "recur_autodiff", "torch")
+flags.DEFINE_list(
+    "workloads", [*ADDING, "ptb_small_lstm", "ptb_small_gru", "imdb_lstm"],
+    f"Any of: {', '.join(WORKLOADS)} (adding_<cell>_T<T> for any T >= 2).",
+)  # fmt: skip
+flags.DEFINE_list(
+    "impls", ["recur_split", "recur_one_device", "torch"], f"Any of {', '.join(IMPLS)}."
+)
 flags.DEFINE_integer("rounds", 5, "Timed rounds (the median is reported).")
 flags.DEFINE_integer("steps", 20, "Training steps per implementation per round.")
+flags.DEFINE_float("pause", 0.5, "Seconds of idle before each timed run.")
 flags.DEFINE_bool("memory", True, "Also measure the memory each implementation's training adds.")
 flags.DEFINE_string("data_dir", "../shared/data", "Offline datasets (PTB, IMDB).")
 flags.DEFINE_string("out", None, "Directory for train_speed.json.")
@@ -104,7 +111,8 @@ def recur_runner(cfg, task, impl: str):
     from recur.train import loop  # noqa: PLC0415
     from recur.train.metrics import to_python  # noqa: PLC0415
 
-    mesh = loop.training_mesh(task, 0, 1 if impl == "recur_one_device" else None)
+    devices = {"recur_split": None, "recur_one_device": 1}.get(impl, cfg.get("num_devices"))
+    mesh = loop.training_mesh(task, 0, devices or None)
     steps = loop.TrainingSteps(task, loop.create_state(cfg, task, jax.random.key(0)), mesh,
                                jax.random.key(1))  # fmt: skip
     memory = steps.memory_estimate()
@@ -174,14 +182,13 @@ def training_memory(impl: str, name: str) -> int:
     libraries are imported first and not counted; data, model, optimizer state, compiled
     programs and the steps' working memory are (for torch, also the recur task that holds the
     shared data: the same for both)."""
+    import jax.numpy as jnp  # noqa: PLC0415
     import torch  # noqa: F401, PLC0415
 
     import experiments.lm.train  # noqa: F401, PLC0415
     import experiments.probes.train  # noqa: F401, PLC0415
     import experiments.sentiment.train  # noqa: F401, PLC0415
     from benchmarks import torch_reference  # noqa: F401, PLC0415
-
-    import jax.numpy as jnp  # noqa: PLC0415
 
     jnp.ones(8).block_until_ready()  # both runtimes started before the count
     torch.ones(8).sum()
@@ -218,10 +225,11 @@ def measure(name: str, impls: list[str]) -> dict:
     order = np.random.default_rng(0)
     for _ in range(FLAGS.rounds):
         for impl in order.permutation(list(runners)):
+            time.sleep(FLAGS.pause)  # the last one's idle threads stop spinning (OpenMP's wait)
             started = time.perf_counter()
             runners[impl](FLAGS.steps)
             records[impl]["steps_per_second"].append(FLAGS.steps / (time.perf_counter() - started))
-    for impl, record in records.items():
+    for record in records.values():
         record["median_steps_per_second"] = statistics.median(record["steps_per_second"])
         if tokens:
             record["median_tokens_per_second"] = record["median_steps_per_second"] * tokens
@@ -263,7 +271,8 @@ def main(argv):
             parse_workload(name)
         unknown = sorted(set(FLAGS.impls) - set(IMPLS))
         if unknown:
-            raise ValueError(f"unknown implementation {unknown[0]!r}; available: {', '.join(IMPLS)}")
+            available = ", ".join(IMPLS)
+            raise ValueError(f"unknown implementation {unknown[0]!r}; available: {available}")
         if not FLAGS.out:
             raise ValueError("--out is required")
     except ValueError as error:

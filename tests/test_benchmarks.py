@@ -139,7 +139,7 @@ def test_recur_variant_names():
 
 
 def test_train_speed_app_smoke(tmp_path):
-    impls = "recur,recur_one_device,recur_autodiff"
+    impls = "recur,recur_split,recur_one_device,recur_autodiff"
     result = run_module(
         "benchmarks.train_speed", "--workloads=adding_lstm_T4,adding_gru_T3", f"--impls={impls}",
         "--rounds=2", "--steps=2", f"--out={tmp_path}",
@@ -148,19 +148,27 @@ def test_train_speed_app_smoke(tmp_path):
     report = json.loads((tmp_path / "train_speed.json").read_text())
     assert report["complete"] and report["command"].startswith("python -m benchmarks.train_speed")
     assert [row["workload"] for row in report["rows"]] == ["adding_lstm_T4", "adding_gru_T3"]
-    assert report["machine"]["devices"] == [f"cpu:{i}" for i in range(report["machine"]["cpus_used"])]
+    assert report["machine"]["devices"] == [
+        f"cpu:{i}" for i in range(report["machine"]["cpus_used"])
+    ]
     for row in report["rows"]:
         assert set(row["results"]) == set(impls.split(","))
         for record in row["results"].values():
             assert len(record["steps_per_second"]) == 2 and record["median_steps_per_second"] > 0
             assert record["xla_memory_bytes"] > 0 and record["training_memory_bytes"] > 0
-            assert record["median_tokens_per_second"] == record["median_steps_per_second"] * 64 * int(row["workload"][-1])
+            assert record["median_tokens_per_second"] == record[
+                "median_steps_per_second"
+            ] * 64 * int(row["workload"][-1])
     assert "adding_lstm_T4: recur " in result.stdout and "steps/s" in result.stdout
 
 
 def test_train_speed_bad_input(tmp_path):
     result = run_module("benchmarks.train_speed", "--workloads=adding_lstn_T4", f"--out={tmp_path}")
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown workload 'adding_lstn_T4'")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: unknown workload 'adding_lstn_T4'")
+    )
     result = run_module("benchmarks.train_speed", "--impls=jax", f"--out={tmp_path}")
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown implementation 'jax'")

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -257,3 +258,49 @@ def test_sharded_run_on_four_devices_matches_single_device(tmp_path):
         rows = (workdir / "metrics.jsonl").read_text().splitlines()
         losses[devices] = [json.loads(row)["loss"] for row in rows]
     np.testing.assert_allclose(losses[4], losses[1], rtol=1e-5)
+
+
+def test_two_processes_give_the_losses_of_one_process(tmp_path):
+    """--distributed: two processes on localhost (one CPU device each, collectives over TCP)
+    train as one process with two devices; only process 0 writes the run's outputs."""
+    with socket.socket() as probe:  # a free port for the coordinator
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    args = ["--config=experiments/probes/config.py:smoke,task=copy", "--cpu_devices=1"]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "experiments.probes.main",
+                *args,
+                f"--workdir={tmp_path / 'two'}",
+                "--distributed",
+                f"--coordinator_address=localhost:{port}",
+                "--num_processes=2",
+                f"--process_id={index}",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for index in (0, 1)
+    ]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+    assert "step 6/6 | loss" in outputs[0][0] and "step 6/6" not in outputs[1][0]
+    one = run_module("experiments.probes.main", *args[:1], "--cpu_devices=2",
+                     f"--workdir={tmp_path / 'one'}")  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    final = json.loads((tmp_path / "two/final_metrics.json").read_text())
+    assert final["processes"] == 2 and len(final["devices"]) == 2
+
+    def logged(workdir):
+        rows = (workdir / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(row)["loss"] for row in rows]
+
+    assert len(logged(tmp_path / "two")) == len(logged(tmp_path / "one")) > 3
+    np.testing.assert_allclose(logged(tmp_path / "two"), logged(tmp_path / "one"), rtol=1e-5)
+    assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == ["3", "6"]

@@ -16,6 +16,7 @@ from ml_collections import config_flags
 from experiments.compare import report
 from experiments.probes import train
 from recur.train.cli import experiment_main
+from recur.train.sharding import is_writer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Compare config file.", lock_config=True)
@@ -47,7 +48,7 @@ def run_grid(config, workdir: str) -> str:
         for cell in config.cells
         for seed in config.seeds
     ]
-    table = report.write(workdir, config, points)
+    table = report.write(workdir, config, points) if is_writer() else ""
     print(table)
     return table
 

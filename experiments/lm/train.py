@@ -18,7 +18,7 @@ from recur import cells, models
 from recur.data import text
 from recur.train import Task, batch_mean, fit
 from recur.train.loop import evaluate, restore_params
-from recur.train.sharding import make_mesh
+from recur.train.sharding import is_writer, make_mesh
 from recur.train.state import TrainState
 
 VOCAB = "vocab.json"
@@ -62,7 +62,7 @@ def prepare(config, workdir: pathlib.Path | None = None):
         vocab = text.Vocabulary.load(vocab_path)
     else:
         vocab = text.Vocabulary.build(tokens["train"])
-        if vocab_path:
+        if vocab_path and is_writer():  # process 0 of a multi-process run
             workdir.mkdir(parents=True, exist_ok=True)
             vocab.save(vocab_path)
     ids = {name: vocab.encode(t) for name, t in tokens.items()}
@@ -204,7 +204,7 @@ def evaluate_split(task: Task, params, ids: np.ndarray, config) -> dict[str, flo
         apply_fn=task.model.apply, params=params, tx=optax.identity(), loss_fn=task.loss_fn
     )
     batches = eval_batches(ids, config.eval_batch_size, config.eval_bptt)
-    return evaluate(state, batches, make_mesh(), summarize)
+    return evaluate(state, batches, make_mesh(config.get("num_devices") or None), summarize)
 
 
 def derive_schedule(config, per_epoch: int) -> None:
@@ -247,7 +247,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "command": " ".join(["python -m experiments.lm.main", *sys.argv[1:]]),
         "config": json.loads(config.to_json_best_effort()),
     }
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if is_writer():
+        (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     name = task.metric
     print(f"valid {name} {valid[name]:.4g}, test {name} {test[name]:.4g}", flush=True)
     return results

@@ -18,6 +18,7 @@ from flax import serialization
 from recur import cells, models
 from recur.data import sentiment
 from recur.train import Task, fit
+from recur.train.sharding import is_writer
 
 BEST_PARAMS, BEST_INFO, VOCAB = "best_params.msgpack", "best.json", "vocab.json"
 
@@ -77,7 +78,7 @@ def prepare(config, workdir: pathlib.Path | None = None):
     else:
         tokens = [sentiment.tokenize(t) for t in texts]
         vocab = sentiment.Vocabulary.build(tokens, config.data.min_count, config.data.max_vocab)
-        if vocab_path:
+        if vocab_path and is_writer():  # process 0 of a multi-process run
             workdir.mkdir(parents=True, exist_ok=True)
             vocab.save(vocab_path)
     splits, notes = {}, [f"vocabulary: {len(vocab)} tokens (with <pad>, <unk>)"]
@@ -169,6 +170,8 @@ def build_task(config, vocab, splits, notes, workdir: pathlib.Path) -> Task:
     def keep_best(step, state, metrics):
         if metrics["accuracy"] > best["accuracy"]:
             best.update(step=step, accuracy=metrics["accuracy"])
+            if not is_writer():
+                return
             temporary = workdir / (BEST_PARAMS + ".tmp")
             temporary.write_bytes(serialization.to_bytes(jax.device_get(state.params)))
             os.replace(temporary, workdir / BEST_PARAMS)  # never a half-written file
@@ -242,7 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "command": " ".join(["python -m experiments.sentiment.main", *sys.argv[1:]]),
         "config": json.loads(config.to_json_best_effort()),
     }
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if is_writer():
+        (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     report = f"best dev accuracy {results['dev']['accuracy']:.4f} (step {best['step']})"
     if results["test"]:
         report += f", test accuracy {results['test']['accuracy']:.4f}"

@@ -13,6 +13,7 @@ import numpy as np
 from recur import cells, models
 from recur.data import batching, timeseries
 from recur.train import Task, batch_mean, fit, restore_params
+from recur.train.sharding import is_writer
 
 HEADS = ("last", "every_step")
 
@@ -175,9 +176,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from experiments.timeseries import plot  # noqa: PLC0415 - matplotlib only when needed
 
     train_fit = original(forecasts(task.model, params, train["inputs"]))
-    plot.forecast(workdir, config, prepared, truth, predictions, train_fit)
-    with open(f"{workdir}/results.json", "w") as f:
-        json.dump(results, f, indent=2)
+    if is_writer():  # process 0 of a multi-process run
+        plot.forecast(workdir, config, prepared, truth, predictions, train_fit)
+        with open(f"{workdir}/results.json", "w") as f:
+            json.dump(results, f, indent=2)
     print(
         "test RMSE / MAE / MAPE (original units): "
         + "; ".join(

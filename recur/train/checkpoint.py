@@ -36,6 +36,8 @@ def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainSt
     step = manager.latest_step()
     if step is None:
         return state
+    # Shapes, dtypes and (for a state placed on a mesh) shardings: each process of a
+    # multi-process run restores its devices' parts.
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _saved(state))
     restored = manager.restore(step, args=ocp.args.StandardRestore(target))
     return state.replace(**restored)

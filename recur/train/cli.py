@@ -17,9 +17,13 @@ flags.DEFINE_integer(
 )  # fmt: skip
 flags.DEFINE_bool(
     "distributed", False,
-    "Multi-process run: jax.distributed.initialize() (its arguments from the cluster's "
-    "environment); only process 0 writes metrics, plots and results.",
+    "Multi-process run (several hosts, or several processes on one): jax.distributed.initialize "
+    "with the three flags below, each taken from the cluster's environment when not given; "
+    "every process runs the same command, and only process 0 writes metrics, plots and results.",
 )  # fmt: skip
+flags.DEFINE_string("coordinator_address", None, "With --distributed: HOST:PORT of process 0.")
+flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index.")
 
 
 def experiment_main(
@@ -36,7 +40,10 @@ def experiment_main(
         quiet_logs()
         try:
             sharding.use_cpu_cores(flags.FLAGS.cpu_devices)
-            sharding.maybe_initialize_distributed(flags.FLAGS.distributed)
+            sharding.maybe_initialize_distributed(
+                flags.FLAGS.distributed, flags.FLAGS.coordinator_address,
+                flags.FLAGS.num_processes, flags.FLAGS.process_id,
+            )  # fmt: skip
             if before is not None:
                 before()
             train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)

@@ -220,11 +220,11 @@ def fit(
     num_devices: int | None = None,
 ) -> dict:
     """Trains ``task`` for ``config.num_steps`` steps in ``workdir`` (resuming if possible),
-    with each batch split over ``num_devices`` devices (default: all; on CPU one per core, see
-    :func:`recur.train.sharding.use_cpu_cores`).
+    with each batch split over ``num_devices`` devices (default: ``config.num_devices``, where 0
+    or absent means all; on CPU one per core, see :func:`recur.train.sharding.use_cpu_cores`).
 
     Config fields used: ``seed``, ``num_steps``, ``log_every``, ``eval_every``,
-    ``checkpoint_every``, ``optim`` (see :mod:`recur.train.optim`).
+    ``checkpoint_every``, ``optim`` (see :mod:`recur.train.optim`), ``num_devices``.
 
     Returns:
       The final results, also written to ``workdir/final_metrics.json``: the last evaluation,
@@ -234,24 +234,27 @@ def fit(
       NonFiniteLossError: naming the step; the last good checkpoint stays on disk.
     """
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-    for note in task.notes:
-        print(note, flush=True)
+    writes = sharding.is_writer()  # process 0 of a multi-process run; always in one process
+    if writes:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+        for note in task.notes:
+            print(note, flush=True)
     init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
     _, schedule = make_optimizer(config.optim, config.num_steps)
-    state = create_state(config, task, init_rng)
     manager = checkpoint.make_manager(workdir)
+    latest = manager.latest_step() or 0
+    mesh = training_mesh(task, latest, num_devices or config.get("num_devices") or None)
+    state = sharding.place_state(create_state(config, task, init_rng), mesh)
     state = checkpoint.restore_latest(manager, state)
     start = int(state.step)
-    if start:
+    if start and writes:
         print(f"resuming from the checkpoint at step {start} in {workdir}", flush=True)
-    mesh = training_mesh(task, start, num_devices)
     steps = TrainingSteps(task, state, mesh, train_rng)
-    writer = MetricWriter(workdir, start)
+    writer = MetricWriter(workdir, start, enabled=writes)
     progress = Progress(start, config.num_steps)
     started = time.perf_counter()
-    segments = TrainSegments(workdir, start)
+    segments = TrainSegments(workdir, start, enabled=writes)
     eval_metrics: dict[str, float] = {}
 
     def check_finite():  # the one host round trip, at log, eval and checkpoint steps
@@ -279,11 +282,13 @@ def fit(
                 if task.summarize is not None:
                     values.update(task.summarize(values))
                 writer.write(step, "train", values)
-                progress.line(step, values, task.metric)
+                if writes:
+                    progress.line(step, values, task.metric)
             if run_eval:
                 eval_metrics = evaluate(steps.state, task.eval_batches(), mesh, task.summarize)
                 writer.write(step, "eval", eval_metrics)
-                print(f"eval at step {step}: {format_metrics(eval_metrics, task)}", flush=True)
+                if writes:
+                    print(f"eval at step {step}: {format_metrics(eval_metrics, task)}", flush=True)
                 if task.on_eval is not None:
                     task.on_eval(step, steps.state, eval_metrics)
             if save:
@@ -307,10 +312,12 @@ def fit(
         "train_seconds_total": segments.total_seconds(),
         "train_segments": segments.rows,
         "devices": [str(device) for device in mesh.devices.flat],
+        "processes": jax.process_count(),
         "notes": task.notes,
         **task.info,
     }
-    (workdir / "final_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    if writes:
+        (workdir / "final_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -319,14 +326,16 @@ class TrainSegments:
     seconds}`` up to its latest checkpoint; rows past the step a run resumes from are dropped
     (their steps are redone)."""
 
-    def __init__(self, workdir: pathlib.Path, start: int):
-        self.path = workdir / "train_segments.json"
+    def __init__(self, workdir: pathlib.Path, start: int, enabled: bool = True):
+        self.path, self.enabled = workdir / "train_segments.json", enabled
         rows = json.loads(self.path.read_text()) if self.path.exists() else []
         self.rows = [row for row in rows if row["to_step"] <= start]
         self.rows.append({"from_step": start, "to_step": start, "seconds": 0.0})
 
     def record(self, step: int, seconds: float) -> None:
         self.rows[-1].update(to_step=step, seconds=seconds)
+        if not self.enabled:
+            return
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(self.rows, indent=1) + "\n")
         temporary.replace(self.path)

@@ -19,11 +19,14 @@ class MetricWriter:
     """Writes ``{"step", "split", **metrics}`` rows to ``workdir/metrics.jsonl`` and TensorBoard.
 
     On resume from step ``s``, rows past ``s`` (written after the checkpoint the run restarts
-    from) are dropped first, so the file describes one consistent run.
+    from) are dropped first, so the file describes one consistent run. ``enabled=False`` (the
+    processes of a multi-process run other than process 0) writes nothing.
     """
 
-    def __init__(self, workdir: pathlib.Path, resumed_step: int = 0):
-        self.path = workdir / "metrics.jsonl"
+    def __init__(self, workdir: pathlib.Path, resumed_step: int = 0, enabled: bool = True):
+        self.path, self.enabled, self.tensorboard = workdir / "metrics.jsonl", enabled, None
+        if not enabled:  # a process of a multi-process run other than process 0
+            return
         if self.path.exists():
             rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
             kept = [row for row in rows if row["step"] <= resumed_step]
@@ -32,6 +35,8 @@ class MetricWriter:
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> dict[str, float]:
         values = to_python(metrics)
+        if not self.enabled:
+            return values
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
         for name, value in values.items():
@@ -39,7 +44,8 @@ class MetricWriter:
         return values
 
     def close(self) -> None:
-        self.tensorboard.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 class Progress:

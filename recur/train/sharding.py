@@ -18,11 +18,29 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from recur.train.state import DATA_AXIS, TrainState
 
 
-def maybe_initialize_distributed(enabled: bool) -> None:
-    """``jax.distributed.initialize()`` for multi-host runs (its arguments from the cluster's
-    environment); call before any other JAX work."""
-    if enabled:
-        jax.distributed.initialize()
+def maybe_initialize_distributed(
+    enabled: bool,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+    """``jax.distributed.initialize`` for multi-process runs; call before any other JAX work.
+    Arguments left None come from the cluster's environment (SLURM, Open MPI, Cloud TPU; the
+    coordinator also from ``JAX_COORDINATOR_ADDRESS``). On CPU the processes' collectives run
+    over TCP (gloo)."""
+    if not enabled:
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+    )
+
+
+def is_writer() -> bool:
+    """Whether this process writes run outputs (metrics, plots, results): process 0 only."""
+    return jax.process_index() == 0
 
 
 def use_cpu_cores(cpu_devices: int | None = None) -> int:
@@ -57,9 +75,25 @@ def mesh_for_batch(batch_size: int, num_devices: int | None = None) -> Mesh:
     return make_mesh(max(d for d in range(1, count + 1) if batch_size % d == 0))
 
 
+def _put(tree, sharding: NamedSharding):
+    """``tree`` placed with ``sharding``. With several processes every process holds the same
+    whole values (the tasks' batches are functions of the step), and each places its devices'
+    parts."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(leaf):
+        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+            return leaf  # already placed
+        leaf = np.asarray(leaf)
+        return jax.make_array_from_callback(leaf.shape, sharding, lambda index: leaf[index])
+
+    return jax.tree.map(put, tree)
+
+
 def replicate(tree, mesh: Mesh):
     """Places every leaf on all devices of ``mesh``."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    return _put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def place_state(state: TrainState, mesh: Mesh) -> TrainState:
@@ -82,7 +116,7 @@ def shard_batch(batch, mesh: Mesh):
             raise ValueError(
                 f"batch size {leaf.shape[0]} is not divisible by the number of devices {devices}"
             )
-    return jax.device_put(batch, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
+    return _put(batch, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
 
 
 def pad_batch(batch: dict, multiple: int) -> dict:

@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 from flax.training import train_state
-from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
@@ -112,27 +111,24 @@ def eval_step(state: TrainState, batch: Batch) -> dict[str, Any]:
     return {**metrics, "loss": loss_value}
 
 
-def _weighted_sum_over_shards(weight, tree):
-    """``(total weight, sum over devices of weight * tree / total weight)`` in ONE all-reduce.
-
-    One collective per step, not one per metric: XLA:CPU may start independent collectives in a
-    different order on each device, and with as many pool threads as devices (one per core) two
-    devices waiting in two different collectives deadlock (seen here: a rendezvous timeout).
-    """
-    flat, unflatten = ravel_pytree(tree)
-    summed = jax.lax.psum(jnp.concatenate([weight[None], flat * weight]), DATA_AXIS)
-    total = summed[0]
-    return total, unflatten(summed[1:] / jnp.maximum(total, 1e-30))
+def _share(batch: Batch):
+    """This device's share of the whole batch's weight (one all-reduce of a scalar)."""
+    weight = batch_weight(batch)
+    return weight / jnp.maximum(jax.lax.psum(weight, DATA_AXIS), 1e-30)
 
 
 @functools.cache
 def split_train_step(mesh: Mesh) -> Callable[[TrainState, Batch, PRNGKey], tuple]:
     """:func:`train_step` with the batch (and a stateful task's carry) split over ``mesh``'s
     ``"data"`` axis and the params replicated. Each device's loss, metrics and gradients, times
-    its share of the batch's weight (:func:`batch_weight`), are summed over the devices in one
-    all-reduce after the scan: the whole batch's weighted means and their gradient. Dropout keys
+    its share of the batch's weight (:func:`batch_weight`), are summed over the devices after the
+    scan: the whole batch's weighted means and their gradient. Dropout keys
     differ per device (``fold_in(fold_in(rng, step), device index)``): runs are deterministic for
-    a given number of devices. Returns the same ``(new state, metrics)``."""
+    a given number of devices. Returns the same ``(new state, metrics)``.
+
+    Two collectives per step, the second depending on the first (XLA:CPU may start independent
+    collectives in a different order on each device): the weights' sum, then one all-reduce of
+    the loss, metrics and gradients together."""
 
     def step(state: TrainState, batch: Batch, rng: PRNGKey):
         step_rng = jax.random.fold_in(rng, state.step)
@@ -141,16 +137,18 @@ def split_train_step(mesh: Mesh) -> Callable[[TrainState, Batch, PRNGKey], tuple
             rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
             # Varying params: their gradient stays per device until the one sum below.
             params = jax.lax.pcast(params, (DATA_AXIS,), to="varying")
+            share = _share(batch)
 
             def loss(params):
-                return state.loss_fn(params, batch, rng, True)
+                value, metrics = state.loss_fn(params, batch, rng, True)
+                return value * share, metrics  # the gradient comes out scaled too
 
             (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
             metrics = dict(metrics)
             carry = metrics.pop("carry", None)
-            _, (value, metrics, grads) = _weighted_sum_over_shards(
-                batch_weight(batch), (value, metrics, grads)
-            )
+            metrics = {name: value * share for name, value in metrics.items()}
+            # One all-reduce of every operand, after the one of the weights it depends on.
+            value, metrics, grads = jax.lax.psum((value, metrics, grads), DATA_AXIS)
             return value, metrics, carry, grads
 
         loss_value, metrics, carry, grads = jax.shard_map(
@@ -171,11 +169,12 @@ def split_eval_step(mesh: Mesh) -> Callable[[TrainState, Batch], dict]:
 
     def step(state: TrainState, batch: Batch) -> dict:
         def local(params, batch):
+            share = _share(batch)
             loss_value, metrics = state.loss_fn(params, batch, jax.random.key(0), False)
             metrics = {**metrics, "loss": loss_value}
             carry = metrics.pop("carry", None)
-            _, metrics = _weighted_sum_over_shards(batch_weight(batch), metrics)
-            return metrics, carry
+            metrics = {name: value * share for name, value in metrics.items()}
+            return jax.lax.psum(metrics, DATA_AXIS), carry
 
         metrics, carry = jax.shard_map(
             local, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P(DATA_AXIS))
