@@ -18,8 +18,8 @@ model, data, optimizer and batch with ``torch.nn``. Implementations:
   many threads as cores.
 
 They take turns: each round runs ``--steps`` steps of every implementation in a new random
-order, after a warm-up round, with ``--pause`` seconds of idle before each (torch's OpenMP
-threads keep spinning for a while after its last step, which slowed whatever ran next).
+order, after a warm-up round, with ``--pause`` seconds of idle before each (OpenMP threads, as
+torch's, may keep spinning for a while after the last step: not on the next one's time).
 Reported: the median over rounds of steps/s (tokens/s for the LM), the ratio to torch, XLA's
 memory estimate of recur's step, and the resident memory each implementation's training adds to
 a process of its own at its peak (``--memory``: the libraries imported first and not counted;
@@ -225,7 +225,7 @@ def measure(name: str, impls: list[str]) -> dict:
     order = np.random.default_rng(0)
     for _ in range(FLAGS.rounds):
         for impl in order.permutation(list(runners)):
-            time.sleep(FLAGS.pause)  # the last one's idle threads stop spinning (OpenMP's wait)
+            time.sleep(FLAGS.pause)  # idle threads of the last one stop spinning
             started = time.perf_counter()
             runners[impl](FLAGS.steps)
             records[impl]["steps_per_second"].append(FLAGS.steps / (time.perf_counter() - started))
