@@ -82,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 20
     config.bptt = 20
     # Devices each training batch is split over (recur.train.fit): 0 = every device (on CPU one
-    # per core; --cpu_devices), 1 = no split. 1: split measured slower here (ptb_small LSTM 0.85x
+    # per core; --cpu_devices), 1 = no split. 1: split measured slower here (ptb_small 0.70-0.91x
     # one device's steps/s: the 10k-word softmax's gradients are summed over the devices;
     # shakespeare_char 0.92-1.0x).
     config.num_devices = 1

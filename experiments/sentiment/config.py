@@ -91,8 +91,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.batch_size = 64
     # Devices each training batch is split over (recur.train.fit): 0 = every device (on CPU one
-    # per core; --cpu_devices), 1 = no split. 1: the IMDB LSTM step measured slower split (0.89x
-    # one device's steps/s; README, Training speed).
+    # per core; --cpu_devices), 1 = no split. 1: the IMDB LSTM step measured slower split
+    # (0.89-0.96x one device's steps/s; README, Training speed).
     config.num_devices = 1
     config.num_epochs = 5 if dataset == "sst2" else 6
     # Derived from num_epochs (and evaluation/checkpoints every epoch) when -1.

@@ -14,9 +14,9 @@ is an input, not a parameter, so no gradient flows across window boundaries; it 
 checkpoints, so a resumed run continues the same streams.
 
 Split over devices (:func:`split_train_step`), each device runs the loss on its rows of the
-batch as a program of its own (``jax.shard_map``); its loss and metrics are scaled by its share
-of the batch's weight and summed over the devices, so they are the whole batch's weighted means,
-and the params' gradients are summed once (``recur.unroll`` keeps that sum out of its scan).
+batch as a program of its own (``jax.shard_map``); its loss, metrics and gradients are scaled by
+its share of the batch's weight and summed over the devices once, after the scan, so they are
+the whole batch's weighted means and their gradient.
 """
 
 import functools
@@ -122,9 +122,9 @@ def split_train_step(mesh: Mesh) -> Callable[[TrainState, Batch, PRNGKey], tuple
     """:func:`train_step` with the batch (and a stateful task's carry) split over ``mesh``'s
     ``"data"`` axis and the params replicated. Each device's loss, metrics and gradients, times
     its share of the batch's weight (:func:`batch_weight`), are summed over the devices after the
-    scan: the whole batch's weighted means and their gradient. Dropout keys
-    differ per device (``fold_in(fold_in(rng, step), device index)``): runs are deterministic for
-    a given number of devices. Returns the same ``(new state, metrics)``.
+    scan: the whole batch's weighted means and their gradient. Dropout keys differ per device
+    (``fold_in(fold_in(rng, step), device index)``): runs are deterministic for a given number
+    of devices. Returns the same ``(new state, metrics)``.
 
     Two collectives per step, the second depending on the first (XLA:CPU may start independent
     collectives in a different order on each device): the weights' sum, then one all-reduce of
@@ -146,7 +146,7 @@ def split_train_step(mesh: Mesh) -> Callable[[TrainState, Batch, PRNGKey], tuple
             (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
             metrics = dict(metrics)
             carry = metrics.pop("carry", None)
-            metrics = {name: value * share for name, value in metrics.items()}
+            metrics = {name: metric * share for name, metric in metrics.items()}
             # One all-reduce of every operand, after the one of the weights it depends on.
             value, metrics, grads = jax.lax.psum((value, metrics, grads), DATA_AXIS)
             return value, metrics, carry, grads
@@ -173,7 +173,7 @@ def split_eval_step(mesh: Mesh) -> Callable[[TrainState, Batch], dict]:
             loss_value, metrics = state.loss_fn(params, batch, jax.random.key(0), False)
             metrics = {**metrics, "loss": loss_value}
             carry = metrics.pop("carry", None)
-            metrics = {name: value * share for name, value in metrics.items()}
+            metrics = {name: metric * share for name, metric in metrics.items()}
             return jax.lax.psum(metrics, DATA_AXIS), carry
 
         metrics, carry = jax.shard_map(
