@@ -75,6 +75,10 @@ def test_schedules_and_clipping():
     schedule = make_schedule(config.optim, 100)
     rates = [float(schedule(s)) for s in (0, 19, 20, 29, 30, 45)]
     assert rates == [1.0, 1.0, 0.5, 0.5, 0.25, 0.125]  # first decay at decay_start
+    config.optim.decay_start = -1  # the default: one period (10 steps) at the peak rate first
+    schedule = make_schedule(config.optim, 100)
+    assert [float(schedule(s)) for s in (0, 9, 10, 20)] == [1.0, 1.0, 0.5, 0.25]
+    assert probe_config.get_config().optim.decay_start == -1
     config.optim.schedule, config.optim.warmup_steps = "warmup_cosine", 10
     schedule = make_schedule(config.optim, 100)
     assert float(schedule(0)) == 0.0 and float(schedule(10)) == pytest.approx(1.0)
@@ -116,6 +120,15 @@ def test_one_train_step_changes_every_parameter(task, tmp_path):
 
 class Interrupt(Exception):
     pass
+
+
+def test_logged_learning_rate_is_the_one_each_step_applied(tmp_path):
+    config = smoke(num_steps=5, log_every=1, optim__name="sgd", optim__schedule="step",
+                   optim__decay_every=2, optim__learning_rate=1.0)  # fmt: skip
+    fit(config, tmp_path, probe_train.build_task(config))
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rates = [row["learning_rate"] for row in rows if row["split"] == "train"]
+    assert rates == [1.0, 1.0, 0.5, 0.5, 0.25]  # steps 1-5 update with counts 0-4
 
 
 def test_interrupt_and_resume_gives_the_same_parameters(tmp_path):

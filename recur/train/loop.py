@@ -278,7 +278,8 @@ def fit(
             if log or run_eval or save:
                 check_finite()
             if log:
-                values = to_python({**metrics, "learning_rate": schedule(step)})
+                # The rate of this step's update (optax counts updates from 0).
+                values = to_python({**metrics, "learning_rate": schedule(step - 1)})
                 if task.summarize is not None:
                     values.update(task.summarize(values))
                 writer.write(step, "train", values)

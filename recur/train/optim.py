@@ -10,7 +10,8 @@ Config fields (``config.optim``):
   schedule: ``constant`` | ``step`` | ``warmup_cosine``.
   decay_factor, decay_every, decay_start: ``step`` multiplies the rate by ``decay_factor``
     at step ``decay_start`` and again every ``decay_every`` steps after it (e.g. Zaremba et
-    al.'s per-epoch decay: ``decay_start`` = the first step of the first decayed epoch).
+    al.'s per-epoch decay: ``decay_start`` = the first step of the first decayed epoch);
+    ``decay_start`` -1 (the default) is ``decay_every``: one period at the peak rate first.
   warmup_steps: linear warm-up of ``warmup_cosine``; then cosine decay to 0 at the last step.
   clip_norm: clip gradients by global norm (0 or less: no clipping).
 """
@@ -34,7 +35,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
     config.schedule = "constant"
     config.decay_factor = 0.5
     config.decay_every = 1000
-    config.decay_start = 0
+    # -1: decay_every (the first period at the peak rate).
+    config.decay_start = -1
     config.warmup_steps = 100
     # Clip gradients by global norm (0: off).
     config.clip_norm = 1.0
@@ -51,8 +53,9 @@ def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.
         decayed = optax.exponential_decay(
             lr * config.decay_factor, config.decay_every, config.decay_factor, staircase=True
         )
+        start = config.get("decay_start", -1)
         return optax.join_schedules(
-            [optax.constant_schedule(lr), decayed], [config.get("decay_start", 0)]
+            [optax.constant_schedule(lr), decayed], [config.decay_every if start < 0 else start]
         )
     if config.schedule == "warmup_cosine":
         return optax.warmup_cosine_decay_schedule(
