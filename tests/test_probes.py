@@ -10,6 +10,8 @@ import numpy as np
 import optax
 import pytest
 
+from experiments.probes import config as probe_config
+from experiments.probes import train as probe_train
 from recur.data import batching, probes
 
 SHARED_MNIST = pathlib.Path(__file__).parents[1] / "../shared/data/mnist"
@@ -118,3 +120,13 @@ def test_epoch_batches_cover_each_example_once_per_epoch():
     again = batching.epoch_batch(data, 1, 3, seed=0)
     np.testing.assert_array_equal(again["x"], epoch[1]["x"])  # a function of the step
     assert not np.array_equal(batching.epoch_batch(data, 3, 3, 0)["x"], epoch[0]["x"])
+
+
+def test_mnist_evaluation_scores_every_test_image(tmp_path):
+    # 50 test images in batches of 8: six full batches and one of 2, padded with weight-0 rows.
+    fake_mnist(tmp_path, n=50, with_train=True)
+    config = probe_config.get_config("smoke,task=mnist_rows")
+    config.task.mnist_dir = str(tmp_path)
+    batches = list(probe_train.build_task(config).eval_batches())
+    assert {len(batch["targets"]) for batch in batches} == {config.batch_size}  # one shape
+    assert sum(float(batch["weights"].sum()) for batch in batches) == 50
