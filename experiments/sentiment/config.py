@@ -49,7 +49,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Dev split file; "" holds out dev_fraction of the training file (seeded).
     config.data.dev_path = dev
     config.data.dev_fraction = 0.1
-    # Test split file; "" reports dev as the test set (SST-2's GLUE test labels are hidden).
+    # Test split file; "": no test split (results.json has test: null and the dev accuracy is
+    # the result, as is usual for SST-2, whose GLUE test labels are hidden).
     config.data.test_path = test
     config.data.text_column = text_column
     config.data.label_column = label_column
