@@ -45,7 +45,9 @@ def default_fused(cell: Cell, batch_size: int) -> bool:
     batch size); False elsewhere (GPU and TPU, where it is not measured yet). Either path
     gives the same values and gradients; only ``jax.jvp`` / ``jax.jacfwd`` through the unroll
     need ``fused=False`` (forward mode cannot pass a custom VJP; ``jax.grad`` of ``jax.grad``
-    and forward-over-reverse Hessian-vector products work).
+    and forward-over-reverse Hessian-vector products work). A cell registered outside recur
+    takes autodiff by default even where it has the fused members: pass ``fused=True``, or add
+    its name to :data:`FUSED_MAX_BATCH_ON_CPU` once measured faster.
     """
     family = cell.name.split("_")[0] if cell.name.startswith(("rnn_", "gru_")) else cell.name
     return (

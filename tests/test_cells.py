@@ -266,6 +266,17 @@ def test_get_and_registry():
     assert cells.get("gru", 4, variant="reset_before").name == "gru_reset_before"
     with pytest.raises(ValueError, match=r"unknown cell 'lstn'.*gru, lstm, rnn"):
         cells.get("lstn", 4)
+    # A name registered twice is an error, unless the replacement is asked for.
+    with pytest.raises(ValueError, match=r"a cell named 'lstm' is registered already"):
+        cells.register("lstm")(lambda hidden_size: cells.rnn(hidden_size))
+    assert cells.get("lstm", 4).name == "lstm"
+    original = cells.lstm
+    try:
+        cells.register("lstm", replace=True)(lambda hidden_size: cells.rnn(hidden_size))
+        assert cells.get("lstm", 4).name.startswith("rnn")
+    finally:
+        cells.register("lstm", replace=True)(original)
+    assert cells.get("lstm", 4).name == "lstm"
 
 
 @pytest.mark.parametrize(

@@ -61,10 +61,22 @@ class Cell(NamedTuple):
 _REGISTRY: dict[str, Callable[..., Cell]] = {}
 
 
-def register(name: str) -> Callable[[Callable[..., Cell]], Callable[..., Cell]]:
-    """Decorator adding a cell factory to the registry under ``name``."""
+def register(
+    name: str, *, replace: bool = False
+) -> Callable[[Callable[..., Cell]], Callable[..., Cell]]:
+    """Decorator adding a cell factory to the registry under ``name``.
+
+    Raises:
+      ValueError: ``name`` is registered already and ``replace`` is False (a fork's cell never
+        silently takes the place of another).
+    """
 
     def decorate(factory: Callable[..., Cell]) -> Callable[..., Cell]:
+        if name in _REGISTRY and not replace:
+            raise ValueError(
+                f"a cell named {name!r} is registered already ({_REGISTRY[name].__module__}); "
+                "choose another name or pass replace=True"
+            )
         _REGISTRY[name] = factory
         return factory
 
