@@ -1,7 +1,9 @@
 """What the speed benchmark and the step profiler share: the step of a recur layer, its inputs,
 the config syntax and the machine record (no flags here, so both apps can import it)."""
 
+import json
 import os
+import pathlib
 import platform
 import time
 
@@ -120,6 +122,13 @@ def recur_impl(cell_name, batch, length, inputs, hidden, variant):
         return jnp.sum(ys * cotangent)
 
     return loss_fn, params
+
+
+def write_json(path: pathlib.Path, report: dict) -> None:
+    """Writes ``report`` whole or not at all (a temporary file renamed over ``path``)."""
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(report, indent=2) + "\n")
+    temporary.replace(path)
 
 
 def machine() -> dict:

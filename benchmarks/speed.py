@@ -33,7 +33,6 @@ devices with ``jax.shard_map``; on CPU the run then has one JAX device per core 
 (``--cpu_devices`` overrides), each running its part of the batch as a program of its own.
 """
 
-import json
 import os
 import pathlib
 import statistics
@@ -47,7 +46,14 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from benchmarks.common import jax_step, machine, parse_config, random_inputs, recur_impl
+from benchmarks.common import (
+    jax_step,
+    machine,
+    parse_config,
+    random_inputs,
+    recur_impl,
+    write_json,
+)
 from recur.train import quiet_logs
 
 FLAGS = flags.FLAGS
@@ -281,13 +287,6 @@ def main(argv):
     report["complete"] = True
     write_json(out / "speed.json", report)
     print(f"wrote {out / 'speed.json'}", flush=True)
-
-
-def write_json(path: pathlib.Path, report: dict) -> None:
-    """Writes ``report`` whole or not at all (a temporary file renamed over ``path``)."""
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(report, indent=2) + "\n")
-    temporary.replace(path)
 
 
 if __name__ == "__main__":

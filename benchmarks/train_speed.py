@@ -26,7 +26,6 @@ a process of its own at its peak (``--memory``: the libraries imported first and
 data, model, optimizer, compiled programs and the steps' working memory counted). JSON in ``--out``.
 """
 
-import json
 import os
 import pathlib
 import statistics
@@ -290,7 +289,7 @@ def main(argv):
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
-    from benchmarks.common import machine  # noqa: PLC0415
+    from benchmarks.common import machine, write_json  # noqa: PLC0415
 
     out = pathlib.Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -310,12 +309,6 @@ def main(argv):
     report["complete"] = True
     write_json(out / "train_speed.json", report)
     print(f"wrote {out / 'train_speed.json'}", flush=True)
-
-
-def write_json(path: pathlib.Path, report: dict) -> None:
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(report, indent=2) + "\n")
-    temporary.replace(path)
 
 
 if __name__ == "__main__":
