@@ -3,7 +3,11 @@
 import json
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
 from test_train import run_module
+
+from recur.train.cli import parse_flags
 
 
 def test_probes_command_line_smoke(tmp_path):
@@ -69,3 +73,52 @@ def test_bad_config_is_one_clear_line(override, message, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in result.stderr
+
+
+EXPERIMENTS = ["probes", "compare", "lm", "sentiment", "timeseries"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_config_typo_is_one_line_naming_the_field(experiment, capsys):
+    config = f"--config=experiments/{experiment}/config.py:smoke"
+    at = "--config.probe." if experiment == "compare" else "--config."  # compare nests a probe
+    for override, expected in [
+        (f"{at}optim.nmae=adam", f"{at}optim.nmae: the config has no field 'nmae' (did you "),
+        (f"{at}num_steps=many", f"flag {at}num_steps=many: invalid literal for int()"),
+        (f"{at}modle.cell=gru", f"{at}modle.cell: the config has no field 'modle'"),
+    ]:
+        argv = ["main", config, override]
+        flag_values = flags.FlagValues()  # config_flags reads the overrides when defined
+        config_flags.DEFINE_config_file(
+            "config", None, "", flag_values, lock_config=True, sys_argv=argv
+        )
+        with pytest.raises(SystemExit) as stop:
+            parse_flags(argv, flag_values)
+        assert stop.value.code == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: " + expected), lines
+
+
+@pytest.mark.parametrize(
+    ("experiment", "misuse", "message"),
+    [
+        (
+            "lm",
+            "--config.optim.nmae=adam",
+            "error: --config.optim.nmae: the config has no field 'nmae' (did you mean 'name'?)",
+        ),
+        ("timeseries", "--workdir={file}", "error: --workdir={file} is a file, not a directory"),
+    ],
+)
+def test_misuse_on_the_command_line_is_one_line_and_exit_1(experiment, misuse, message, tmp_path):
+    file = tmp_path / "a_file"
+    file.write_text("keep me\n")
+    result = run_module(
+        f"experiments.{experiment}.main",
+        f"--config=experiments/{experiment}/config.py:smoke",
+        f"--workdir={tmp_path / 'run'}",
+        misuse.format(file=file),
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [message.format(file=file)]
+    assert file.read_text() == "keep me\n"

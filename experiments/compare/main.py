@@ -10,12 +10,12 @@ an interrupted one from its checkpoint.
 import json
 import pathlib
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments.compare import report
 from experiments.probes import train
-from recur.train.cli import experiment_main
+from recur.train.cli import run
 from recur.train.sharding import is_writer
 
 FLAGS = flags.FLAGS
@@ -54,4 +54,4 @@ def run_grid(config, workdir: str) -> str:
 
 
 if __name__ == "__main__":
-    app.run(experiment_main(run_grid))
+    run(run_grid)

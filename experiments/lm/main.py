@@ -8,11 +8,11 @@ Writes ``results.json`` (valid/test perplexity and bpc, tokens/s, wall time, con
 and ``vocab.json`` to the workdir; rerunning with the same workdir resumes.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments.lm import train
-from recur.train.cli import experiment_main
+from recur.train.cli import run
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Language-model config file.", lock_config=True)
@@ -21,4 +21,4 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 if __name__ == "__main__":
-    app.run(experiment_main(train.train_and_evaluate))
+    run(train.train_and_evaluate)

@@ -7,11 +7,11 @@ Overrides: ``--config.optim.learning_rate=3e-4``. Rerunning with the same ``--wo
 resumes from the latest checkpoint.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments.probes import train
-from recur.train.cli import experiment_main
+from recur.train.cli import run
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Probe config file.", lock_config=True)
@@ -19,4 +19,4 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and res
 flags.mark_flags_as_required(["config", "workdir"])
 
 if __name__ == "__main__":
-    app.run(experiment_main(train.train_and_evaluate))
+    run(train.train_and_evaluate)

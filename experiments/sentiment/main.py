@@ -5,11 +5,11 @@ checkpoint on dev and test.
       --workdir=/tmp/sst2_lstm
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments.sentiment import train
-from recur.train.cli import experiment_main
+from recur.train.cli import run
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Sentiment config file.", lock_config=True)
@@ -18,4 +18,4 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 if __name__ == "__main__":
-    app.run(experiment_main(train.train_and_evaluate))
+    run(train.train_and_evaluate)

@@ -7,11 +7,11 @@ Writes ``results.json`` (test RMSE / MAE / MAPE of the model, the last-value and
 autoregression baselines, in original units) and ``forecast.png`` to the workdir.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments.timeseries import train
-from recur.train.cli import experiment_main
+from recur.train.cli import run
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Time-series config file.", lock_config=True)
@@ -20,4 +20,4 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 if __name__ == "__main__":
-    app.run(experiment_main(train.train_and_evaluate))
+    run(train.train_and_evaluate)

@@ -1,7 +1,10 @@
 """The shared body of every experiment's ``main``: the device flags every experiment takes,
-and one clear error line and exit code 1 for bad input (``ValueError``) or a diverged run,
-instead of a traceback."""
+and one clear error line and exit code 1 for bad input, instead of a traceback: a config
+typo or a bad flag value (:func:`parse_flags`), a ``--workdir`` that is not a directory, a
+``ValueError`` from the data or the config, an ``OSError``, or a diverged run."""
 
+import pathlib
+import re
 import sys
 from collections.abc import Callable
 
@@ -26,6 +29,49 @@ flags.DEFINE_integer("num_processes", None, "With --distributed: the number of p
 flags.DEFINE_integer("process_id", None, "With --distributed: this process's index.")
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
+    """``app.run``'s ``flags_parser``: parses ``argv``, or prints one line naming the bad flag
+    (an unknown config field, with ml_collections' suggestion; a value of the wrong type; a
+    config file that does not load) and exits with status 1."""
+    try:
+        return flag_values(argv)
+    except flags.Error as error:
+        message = str(error)
+    except (AttributeError, KeyError) as error:  # an override naming a field not in the config
+        text = str(error).replace("\\'", "'").replace("\\n", " ")
+        field = re.search(r"'(\w+)'", text)
+        field = field.group(1) if field else "?"
+        culprit = next((a for a in argv if a.startswith("--config.") and field in a), "--config")
+        message = f"{culprit.split('=')[0]}: the config has no field {field!r}"
+        suggestion = re.search(r'Did you mean "(\w+)"', text)
+        if suggestion:
+            message += f" (did you mean {suggestion.group(1)!r}?)"
+    except Exception as error:  # e.g. the config file raising on a bad variant, or missing
+        message = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else error
+    print(f"error: {_one_line(message)}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run(
+    train_and_evaluate: Callable[[ml_collections.ConfigDict, str], object],
+    before: Callable[[], None] | None = None,
+) -> None:
+    """``app.run`` of :func:`experiment_main` with :func:`parse_flags`: the whole body of an
+    experiment's ``if __name__ == "__main__":``."""
+    app.run(experiment_main(train_and_evaluate, before), flags_parser=parse_flags)
+
+
+def check_workdir(workdir: str) -> None:
+    """Raises ``ValueError`` when ``workdir`` exists and is not a directory."""
+    path = pathlib.Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--workdir={workdir} is a file, not a directory")
+
+
 def experiment_main(
     train_and_evaluate: Callable[[ml_collections.ConfigDict, str], object],
     before: Callable[[], None] | None = None,
@@ -44,11 +90,12 @@ def experiment_main(
                 flags.FLAGS.distributed, flags.FLAGS.coordinator_address,
                 flags.FLAGS.num_processes, flags.FLAGS.process_id,
             )  # fmt: skip
+            check_workdir(flags.FLAGS.workdir)
             if before is not None:
                 before()
             train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-        except (ValueError, NonFiniteLossError) as error:
-            print(f"error: {error}", file=sys.stderr)
+        except (ValueError, NonFiniteLossError, OSError) as error:
+            print(f"error: {_one_line(error)}", file=sys.stderr)
             sys.exit(1)
 
     return main
