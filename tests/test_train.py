@@ -299,3 +299,70 @@ def test_two_processes_give_the_losses_of_one_process(tmp_path):
     assert len(logged(tmp_path / "two")) == len(logged(tmp_path / "one")) > 3
     np.testing.assert_allclose(logged(tmp_path / "two"), logged(tmp_path / "one"), rtol=1e-5)
     assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == ["3", "6"]
+
+
+def _stop_after_checkpoint(task, step):
+    """``task`` whose run stops (``Interrupt``) right after step ``step`` and its checkpoint."""
+    train_batch = task.train_batch
+
+    def batch(index):  # batch ``index`` is made while step ``index`` runs
+        if index == step + 1:
+            raise Interrupt
+        return train_batch(index)
+
+    task.train_batch = batch
+    return task
+
+
+def _final_params(config, workdir):
+    state = probe_train_state(config)
+    manager = checkpoint.make_manager(workdir)
+    state = checkpoint.restore_latest(manager, state)
+    manager.close()
+    return int(state.step), state.params
+
+
+def probe_train_state(config, key=9):
+    built = probe_train.build_task(config)
+    optimizer, _ = make_optimizer(config.optim, config.num_steps)
+    return TrainState.create(
+        apply_fn=built.model.apply, params=built.init_params(jax.random.key(key)), tx=optimizer
+    )
+
+
+def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_run_resumes_from_the_one_before(
+    tmp_path, capsys
+):
+    config = smoke(num_steps=6, checkpoint_every=2, log_every=2, eval_every=6)
+    fit(config, tmp_path / "whole", probe_train.build_task(config))
+    with pytest.raises(Interrupt):
+        fit(config, tmp_path / "run", _stop_after_checkpoint(probe_train.build_task(config), 4))
+    steps = tmp_path / "run/checkpoints"
+    assert sorted(p.name for p in steps.iterdir()) == ["2", "4"]
+    for file in (steps / "4").rglob("*"):
+        if file.is_file():
+            file.write_bytes(b"")  # a disk that lost the newest checkpoint's contents
+    capsys.readouterr()
+    results = fit(config, tmp_path / "run", probe_train.build_task(config))
+    warning = capsys.readouterr().err
+    assert "warning: the checkpoint at step 4 is damaged" in warning
+    assert results["resumed_from_step"] == 2
+    assert (tmp_path / "run/damaged_checkpoints/4").is_dir()
+    whole, resumed = (
+        _final_params(config, tmp_path / "whole"),
+        _final_params(config, tmp_path / "run"),
+    )
+    assert whole[0] == resumed[0] == 6
+    jax.tree.map(np.testing.assert_array_equal, whole[1], resumed[1])
+
+
+def test_checkpoints_of_another_model_are_refused_and_left_in_place(tmp_path):
+    config = smoke(num_steps=2, checkpoint_every=1)
+    fit(config, tmp_path, probe_train.build_task(config))
+    bigger = smoke(num_steps=2, model__hidden_size=config.model.hidden_size + 1)
+    manager = checkpoint.make_manager(tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoint at step 2 in .* holds another model"):
+        checkpoint.restore_latest(manager, probe_train_state(bigger))
+    manager.close()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
+    assert not (tmp_path / "damaged_checkpoints").exists()
