@@ -10,9 +10,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from recur import files  # noqa: E402
+from recur.train.metrics import read_rows  # noqa: E402
+
 
 def eval_curve(run_dir: pathlib.Path, metric: str) -> list[tuple[int, float]]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_rows(run_dir / "metrics.jsonl")
     return [(row["step"], row[metric]) for row in rows if row["split"] == "eval"]
 
 
@@ -97,7 +100,7 @@ def write(workdir: pathlib.Path, config, points: list[dict]) -> str:
     the Markdown table."""
     summary = summarize(config, points)
     table = markdown_table(config, summary, points)
-    (workdir / "results.md").write_text(table)
+    files.write_text(workdir / "results.md", table)
     record = {
         "command": " ".join(["python -m experiments.compare.main", *sys.argv[1:]]),
         "config": json.loads(config.to_json_best_effort()),
@@ -106,6 +109,6 @@ def write(workdir: pathlib.Path, config, points: list[dict]) -> str:
             for point in points
         ],
     }
-    (workdir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    files.write_json(workdir / "results.json", record)
     plot(workdir, config, summary, points)
     return table

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from recur import cells, models
+from recur import cells, files, models
 from recur.data import text
 from recur.train import Task, batch_mean, fit
 from recur.train.loop import evaluate, restore_params
@@ -248,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "config": json.loads(config.to_json_best_effort()),
     }
     if is_writer():
-        (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        files.write_json(workdir / "results.json", results)
     name = task.metric
     print(f"valid {name} {valid[name]:.4g}, test {name} {test[name]:.4g}", flush=True)
     return results

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax import serialization
 
-from recur import cells, models
+from recur import cells, files, models
 from recur.data import sentiment
 from recur.train import Task, fit
 from recur.train.sharding import is_writer
@@ -175,7 +175,7 @@ def build_task(config, vocab, splits, notes, workdir: pathlib.Path) -> Task:
             temporary = workdir / (BEST_PARAMS + ".tmp")
             temporary.write_bytes(serialization.to_bytes(jax.device_get(state.params)))
             os.replace(temporary, workdir / BEST_PARAMS)  # never a half-written file
-            (workdir / BEST_INFO).write_text(json.dumps(best) + "\n")
+            files.write_json(workdir / BEST_INFO, best, indent=None)
 
     return Task(
         model=model,
@@ -246,7 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "config": json.loads(config.to_json_best_effort()),
     }
     if is_writer():
-        (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        files.write_json(workdir / "results.json", results)
     report = f"best dev accuracy {results['dev']['accuracy']:.4f} (step {best['step']})"
     if results["test"]:
         report += f", test accuracy {results['test']['accuracy']:.4f}"

@@ -3,6 +3,7 @@ original units next to the last-value and linear-autoregression baselines, and t
 
 import dataclasses
 import json
+import pathlib
 import sys
 
 import jax
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from recur import cells, models
+from recur import cells, files, models
 from recur.data import batching, timeseries
 from recur.train import Task, batch_mean, fit, restore_params
 from recur.train.sharding import is_writer
@@ -178,8 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train_fit = original(forecasts(task.model, params, train["inputs"]))
     if is_writer():  # process 0 of a multi-process run
         plot.forecast(workdir, config, prepared, truth, predictions, train_fit)
-        with open(f"{workdir}/results.json", "w") as f:
-            json.dump(results, f, indent=2)
+        files.write_json(pathlib.Path(workdir) / "results.json", results)
     print(
         "test RMSE / MAE / MAPE (original units): "
         + "; ".join(

@@ -6,6 +6,8 @@ import pathlib
 
 import numpy as np
 
+from recur import files
+
 
 @dataclasses.dataclass
 class Vocabulary:
@@ -30,7 +32,7 @@ class Vocabulary:
         return [self.tokens[int(i)] for i in ids]
 
     def save(self, path: pathlib.Path) -> None:
-        path.write_text(json.dumps(self.tokens) + "\n")
+        files.write_json(path, self.tokens, indent=None)
 
     @classmethod
     def load(cls, path: pathlib.Path):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
+from recur import files
 from recur.train import checkpoint, sharding
 from recur.train.metrics import MetricWriter, Progress, to_python
 from recur.train.optim import make_optimizer
@@ -318,7 +319,7 @@ def fit(
         **task.info,
     }
     if writes:
-        (workdir / "final_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        files.write_json(workdir / "final_metrics.json", results)
     return results
 
 
@@ -337,9 +338,7 @@ class TrainSegments:
         self.rows[-1].update(to_step=step, seconds=seconds)
         if not self.enabled:
             return
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.rows, indent=1) + "\n")
-        temporary.replace(self.path)
+        files.write_json(self.path, self.rows, indent=1)
 
     def total_seconds(self) -> float:
         return sum(row["seconds"] for row in self.rows)

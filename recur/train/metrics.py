@@ -10,6 +10,21 @@ from typing import Any
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from recur import files
+
+
+def read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl``; a last line cut short by a crash mid-append is left out."""
+    lines = path.read_text().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f"{path}, line {number}: not a JSON row") from None
+    return rows
+
 
 def to_python(metrics: dict[str, Any]) -> dict[str, float]:
     return {name: float(np.asarray(value)) for name, value in metrics.items()}
@@ -28,9 +43,8 @@ class MetricWriter:
         if not enabled:  # a process of a multi-process run other than process 0
             return
         if self.path.exists():
-            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
-            kept = [row for row in rows if row["step"] <= resumed_step]
-            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            kept = [row for row in read_rows(self.path) if row["step"] <= resumed_step]
+            files.write_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         self.tensorboard = SummaryWriter(str(workdir / "tensorboard"))
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> dict[str, float]:
