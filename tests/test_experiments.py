@@ -51,6 +51,14 @@ def test_compare_command_line_smoke_and_skip_on_rerun(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     rerun = run_module(*args)
     assert rerun.stdout.count("skipping") == 3
+    # A finished point is reused only under the same settings, not just the same step count.
+    changed = run_module(*args, "--config.probe.optim.learning_rate=0.5")
+    assert changed.returncode == 1 and "skipping" not in changed.stdout
+    assert changed.stderr.strip().splitlines() == [
+        f"error: {tmp_path}/adding_rnn_T4_seed0 holds a run with other settings "
+        "(optim.learning_rate: 0.001 -> 0.5); use another --workdir, or pass "
+        "--allow_config_changes to continue its checkpoint with the new settings"
+    ]
 
 
 @pytest.mark.parametrize(

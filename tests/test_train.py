@@ -18,6 +18,7 @@ from experiments.probes import train as probe_train
 from recur.train import (
     NonFiniteLossError,
     TrainState,
+    allow_config_changes,
     checkpoint,
     fit,
     make_optimizer,
@@ -366,3 +367,29 @@ def test_checkpoints_of_another_model_are_refused_and_left_in_place(tmp_path):
     manager.close()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
     assert not (tmp_path / "damaged_checkpoints").exists()
+
+
+def test_resuming_with_settings_that_change_the_run_is_refused_unless_allowed(tmp_path):
+    config = smoke(num_steps=2, checkpoint_every=2)
+    fit(config, tmp_path, probe_train.build_task(config))
+    saved = (tmp_path / "config.json").read_text()
+    other = smoke(num_steps=2, checkpoint_every=2, seed=5, optim__learning_rate=0.5)
+    with pytest.raises(ValueError) as refused:
+        fit(other, tmp_path, probe_train.build_task(other))
+    message = str(refused.value)
+    assert "optim.learning_rate: 0.001 -> 0.5; seed: 0 -> 5" in message, message
+    assert "--allow_config_changes" in message and "\n" not in message
+    assert (tmp_path / "config.json").read_text() == saved
+    # More steps, other periods: the same run, extended.
+    longer = smoke(num_steps=4, checkpoint_every=1, log_every=1)
+    results = fit(longer, tmp_path, probe_train.build_task(longer))
+    assert results["resumed_from_step"] == 2 and results["config_changes_on_resume"] == []
+    assert json.loads((tmp_path / "config.json").read_text())["num_steps"] == 4
+    with allow_config_changes():
+        other.num_steps = 5
+        results = fit(other, tmp_path, probe_train.build_task(other))
+    assert results["resumed_from_step"] == 4
+    assert results["config_changes_on_resume"] == [
+        "optim.learning_rate: 0.001 -> 0.5",
+        "seed: 0 -> 5",
+    ]

@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from experiments.compare import report
 from experiments.probes import train
+from recur.train import run_config
 from recur.train.cli import run
 from recur.train.sharding import is_writer
 
@@ -32,9 +33,12 @@ def run_point(config, workdir: pathlib.Path, cell: str, T: int, seed: int) -> di
     finished = point_dir / "final_metrics.json"
     if finished.exists():
         results = json.loads(finished.read_text())
-        if results["num_steps"] == point.num_steps:
+        saved = json.loads((point_dir / "config.json").read_text())
+        same = not run_config.config_changes(saved, run_config.as_dict(point))
+        if same and results["num_steps"] == point.num_steps:
             print(f"skipping {point_dir.name}: finished", flush=True)
             return {**results, "run_dir": point_dir.name}
+        # Otherwise fit resumes the point (more steps) or refuses other settings.
     print(f"== {point_dir.name}", flush=True)
     return {**train.train_and_evaluate(point, str(point_dir)), "run_dir": point_dir.name}
 

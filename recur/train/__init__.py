@@ -5,6 +5,7 @@ from absl import flags, logging
 
 from recur.train.loop import NonFiniteLossError, Task, evaluate, fit, restore_params
 from recur.train.optim import make_optimizer, make_schedule
+from recur.train.run_config import allow_config_changes
 from recur.train.state import TrainState, batch_mean, batch_weight, eval_step, train_step
 
 
@@ -18,6 +19,7 @@ __all__ = [
     "NonFiniteLossError",
     "Task",
     "TrainState",
+    "allow_config_changes",
     "batch_mean",
     "batch_weight",
     "eval_step",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import ml_collections
 from absl import app, flags
 
-from recur.train import NonFiniteLossError, quiet_logs, sharding
+from recur.train import NonFiniteLossError, allow_config_changes, quiet_logs, sharding
 
 flags.DEFINE_integer(
     "cpu_devices", None,
@@ -23,6 +23,12 @@ flags.DEFINE_bool(
     "Multi-process run (several hosts, or several processes on one): jax.distributed.initialize "
     "with the three flags below, each taken from the cluster's environment when not given; "
     "every process runs the same command, and only process 0 writes metrics, plots and results.",
+)  # fmt: skip
+flags.DEFINE_bool(
+    "allow_config_changes", False,
+    "Resume a --workdir whose config.json differs from this run's config in fields that change "
+    "what is trained (model, data, optimizer, seed, batch): its checkpoint continues under the "
+    "new settings, which are printed and recorded. Without it such a rerun stops.",
 )  # fmt: skip
 flags.DEFINE_string("coordinator_address", None, "With --distributed: HOST:PORT of process 0.")
 flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes.")
@@ -93,7 +99,8 @@ def experiment_main(
             check_workdir(flags.FLAGS.workdir)
             if before is not None:
                 before()
-            train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+            with allow_config_changes(flags.FLAGS.allow_config_changes):
+                train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
         except (ValueError, NonFiniteLossError, OSError) as error:
             print(f"error: {_one_line(error)}", file=sys.stderr)
             sys.exit(1)

@@ -20,7 +20,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from recur import files
-from recur.train import checkpoint, sharding
+from recur.train import checkpoint, run_config, sharding
 from recur.train.metrics import MetricWriter, Progress, to_python
 from recur.train.optim import make_optimizer
 from recur.train.state import (
@@ -231,20 +231,32 @@ def fit(
       The final results, also written to ``workdir/final_metrics.json``: the last evaluation,
       the baseline, steps, wall time and notes.
 
+    Resuming a workdir whose ``config.json`` differs from ``config`` in a field that changes
+    what is trained raises ``ValueError`` (see :mod:`recur.train.run_config`).
+
     Raises:
       NonFiniteLossError: naming the step; the last good checkpoint stays on disk.
+      ValueError: the workdir holds a run with other settings.
     """
     workdir = pathlib.Path(workdir)
     writes = sharding.is_writer()  # process 0 of a multi-process run; always in one process
     if writes:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    manager = checkpoint.make_manager(workdir)
+    latest = manager.latest_step() or 0
+    try:
+        changes = run_config.check_resume(workdir, config) if latest else []
+    except ValueError:
+        manager.close()
+        raise
+    if writes:
+        for change in changes:
+            print(f"warning: continuing the checkpoint with a changed field: {change}", flush=True)
+        run_config.write(workdir, config)
         for note in task.notes:
             print(note, flush=True)
     init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
     _, schedule = make_optimizer(config.optim, config.num_steps)
-    manager = checkpoint.make_manager(workdir)
-    latest = manager.latest_step() or 0
     mesh = training_mesh(task, latest, num_devices or config.get("num_devices") or None)
     state = sharding.place_state(create_state(config, task, init_rng), mesh)
     state = checkpoint.restore_latest(manager, state)
@@ -308,6 +320,7 @@ def fit(
         "baseline": task.baseline,
         "num_steps": config.num_steps,
         "resumed_from_step": start,
+        "config_changes_on_resume": changes,
         "train_seconds": time.perf_counter() - started,
         # Over every run of this workdir (resumed runs add up), counted to each run's last
         # checkpoint: the time spent on the steps that made the final params.
