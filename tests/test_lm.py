@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import run_module
+from test_train import run_module, run_module_on_a_full_disk
 
 from experiments.lm import config as lm_config
 from experiments.lm import sample, train
@@ -152,6 +152,12 @@ def test_command_line_train_evaluate_sample_and_errors(tmp_path, corpus):
     results = json.loads((workdir / "results.json").read_text())
     assert results["valid"]["perplexity"] < results["training"]["baseline"]["uniform perplexity"]
     assert results["tokens_per_second"] > 0 and results["cell"] == "gru"
+    # A rerun that dies of a full disk while rewriting the outputs damages none of them.
+    kept = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    full = run_module_on_a_full_disk(1000, "experiments.lm.main", *flags)
+    assert full.returncode == 1
+    assert full.stderr.strip().splitlines()[-1].startswith("error: [Errno 27] File too large")
+    assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == kept
     sampled = run_module(
         "experiments.lm.sample", f"--workdir={workdir}", "--prompt=the cat", "--length=12"
     )

@@ -256,6 +256,21 @@ def run_module(module, *args, env=None):
     )
 
 
+def run_module_on_a_full_disk(max_file_bytes, module, *args):
+    """``run_module`` in a process that cannot grow any file past ``max_file_bytes``: each
+    write past it fails with ``OSError`` (EFBIG), as on a disk that filled up mid-write."""
+    code = (
+        "import resource, runpy, signal, sys;"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({max_file_bytes}, {max_file_bytes}));"
+        f"sys.argv = {[module, *args]!r};"
+        f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_two_processes_give_the_losses_of_one_process(tmp_path):
     """--distributed: two processes on localhost (one CPU device each, collectives over TCP)
     train as one process with two devices; only process 0 writes the run's outputs."""
@@ -393,3 +408,36 @@ def test_resuming_with_settings_that_change_the_run_is_refused_unless_allowed(tm
         "optim.learning_rate: 0.001 -> 0.5",
         "seed: 0 -> 5",
     ]
+
+
+def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_one_to_resume_from(
+    tmp_path, monkeypatch
+):
+    from orbax.checkpoint._src.path import atomicity  # noqa: PLC0415 - where orbax commits
+
+    config = smoke(num_steps=6, checkpoint_every=2, log_every=2, eval_every=6)
+    fit(config, tmp_path / "whole", probe_train.build_task(config))
+
+    def disk_full_when_committing_step_4(finalize):
+        async def patched(self, *args, **kwargs):
+            if pathlib.Path(str(self.get_final())).name == "4":  # its arrays are written
+                raise OSError(28, "No space left on device")
+            return await finalize(self, *args, **kwargs)
+
+        return patched
+
+    for name in ("AtomicRenameTemporaryPath", "CommitFileTemporaryPath"):
+        cls = getattr(atomicity, name)
+        monkeypatch.setattr(cls, "finalize", disk_full_when_committing_step_4(cls.finalize))
+    with pytest.raises(OSError, match="No space left on device"):
+        fit(config, tmp_path / "run", probe_train.build_task(config))
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "run/checkpoints").iterdir() if p.name.isdigit()] == ["2"]
+    results = fit(config, tmp_path / "run", probe_train.build_task(config))
+    assert results["resumed_from_step"] == 2
+    whole, resumed = (
+        _final_params(config, tmp_path / "whole"),
+        _final_params(config, tmp_path / "run"),
+    )
+    assert whole[0] == resumed[0] == 6
+    jax.tree.map(np.testing.assert_array_equal, whole[1], resumed[1])
