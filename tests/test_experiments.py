@@ -28,6 +28,7 @@ def test_probes_command_line_smoke(tmp_path):
     again = run_module(
         "experiments.probes.main",
         "--config=experiments/probes/config.py:smoke,task=adding,cell=gru",
+        "--config.optim.learning_rate=3e-3",
         f"--workdir={tmp_path}",
     )
     assert "resuming from the checkpoint at step 6" in again.stdout

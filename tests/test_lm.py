@@ -1,12 +1,13 @@
 """Language-modelling experiment: stateful truncated BPTT, perplexity, exact resume, CLI."""
 
 import json
+import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import run_module, run_module_on_a_full_disk
+from test_train import run_module, run_module_killed, run_module_on_a_full_disk
 
 from experiments.lm import config as lm_config
 from experiments.lm import sample, train
@@ -181,3 +182,41 @@ def test_command_line_train_evaluate_sample_and_errors(tmp_path, corpus):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="corpus file .*empty.txt is empty"):
         train.prepare(smoke_config(tmp_path / "empty.txt"))
+
+
+def test_killed_at_random_moments_and_resumed_ends_as_the_uninterrupted_run(tmp_path, corpus):
+    """SIGKILL after random steps or during a checkpoint write, with dropout on and the state
+    carried between windows: each rerun resumes, and the last ends where one run would."""
+    flags = [
+        "--config=experiments/lm/config.py:smoke",
+        f"--config.data.train_path={corpus}",
+        "--config.model.dropout_rate=0.3",
+        "--config.num_steps=10",
+        "--config.checkpoint_every=2",
+        "--config.eval_every=5",
+        "--config.log_every=1",
+    ]
+    whole = run_module("experiments.lm.main", *flags, f"--workdir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    seed = np.random.SeedSequence().entropy
+    rng = np.random.default_rng(seed)
+    first = int(rng.integers(2, 6))  # after the step ran, before its checkpoint (if due)
+    saved = [step for step in (6, 8, 10) if step > first]  # during a checkpoint's write
+    kills = [(first, "step"), (int(rng.choice(saved)), "save")]
+    workdir = tmp_path / "killed"
+    for step, moment in kills:
+        killed = run_module_killed(
+            step, moment, "experiments.lm.main", *flags, f"--workdir={workdir}"
+        )
+        assert killed.returncode == -signal.SIGKILL, (seed, killed.stderr[-2000:])
+    resumed = run_module("experiments.lm.main", *flags, f"--workdir={workdir}")
+    assert resumed.returncode == 0, (seed, kills, resumed.stderr[-2000:])
+    assert "resuming from the checkpoint at step" in resumed.stdout
+
+    def outcome(run):
+        results = json.loads((tmp_path / run / "results.json").read_text())
+        rows = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        losses = [(r["step"], r["loss"]) for r in map(json.loads, rows) if r["split"] == "train"]
+        return results["valid"], results["test"], losses
+
+    assert outcome("killed") == outcome("whole"), (seed, kills)

@@ -271,6 +271,35 @@ def run_module_on_a_full_disk(max_file_bytes, module, *args):
     )
 
 
+def run_module_killed(step, moment, module, *args):
+    """``run_module`` in a process that SIGKILLs itself at step ``step``: right after the step
+    ran (``moment="step"``), or while its checkpoint is being written (``moment="save"``,
+    orbax's write in flight)."""
+    code = f"""
+import os, runpy, signal, sys
+from recur.train import checkpoint, loop
+advance, save = loop.TrainingSteps.advance, checkpoint.save
+
+def kill_after_step(self, *args, **kwargs):
+    metrics = advance(self, *args, **kwargs)
+    if {moment!r} == "step" and self.step == {step}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return metrics
+
+def kill_while_saving(manager, state):
+    save(manager, state)
+    if {moment!r} == "save" and int(state.step) == {step}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+loop.TrainingSteps.advance, loop.checkpoint.save = kill_after_step, kill_while_saving
+sys.argv = {[module, *args]!r}
+runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+"""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_two_processes_give_the_losses_of_one_process(tmp_path):
     """--distributed: two processes on localhost (one CPU device each, collectives over TCP)
     train as one process with two devices; only process 0 writes the run's outputs."""

@@ -133,7 +133,7 @@ def create_state(config: ml_collections.ConfigDict, task: Task, key: PRNGKey) ->
     optimizer, _ = make_optimizer(config.optim, config.num_steps)
     return TrainState.create(
         apply_fn=task.model.apply,
-        params=task.init_params(key),
+        params=jax.jit(task.init_params)(key),  # one compile, not one per op
         tx=optimizer,
         loss_fn=task.loss_fn,
         # One buffer per leaf: the state is donated, and a task may share one zero array.

@@ -1,0 +1,17 @@
+"""Test-session settings, made before any test module imports JAX.
+
+The suite compiles the same small programs many times over: every experiment's smoke run in
+several subprocesses and xdist workers. JAX's persistent compilation cache, in one directory
+per user shared by those processes, compiles each program once; the executables are the same,
+so results are too. Set ``JAX_COMPILATION_CACHE_DIR`` to choose the directory, or to an empty
+string to compile everything afresh.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"recur-tests-jax-cache-{os.getuid()}"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
