@@ -68,7 +68,13 @@ def check_inputs(xs: Array) -> Array:
 
 
 def check_seq_lengths(seq_lengths: Array, batch_size: int, num_steps: int) -> Array:
-    """Validates ``seq_lengths [B]`` (values in [1, T] when concrete) and returns it as int32."""
+    """Validates ``seq_lengths [B]`` and returns it as int32, clipped to [0, T].
+
+    Concrete values outside [1, T] raise ``ValueError``. Traced values (under ``jax.jit``)
+    cannot be checked without a host round trip: they are clipped, so a length above T runs
+    all T steps and a length below 1 runs none (the initial state, zero outputs), the same
+    as the masks those lengths give.
+    """
     seq_lengths = jnp.asarray(seq_lengths)
     if seq_lengths.shape != (batch_size,):
         raise ValueError(
@@ -83,7 +89,7 @@ def check_seq_lengths(seq_lengths: Array, batch_size: int, num_steps: int) -> Ar
             raise ValueError(
                 f"seq_lengths must lie in [1, T] = [1, {num_steps}], got {bad.tolist()[:5]}"
             )
-    return seq_lengths.astype(jnp.int32)
+    return jnp.clip(seq_lengths.astype(jnp.int32), 0, num_steps)
 
 
 def _state_dtype(params: Params, xs: Array) -> Any:
@@ -116,7 +122,9 @@ def unroll(
         ``jax.lax.stop_gradient``).
       seq_lengths: optional ``[B]`` int, each in [1, T]. Steps ``t >= seq_lengths[b]`` are
         padding: they leave the state unchanged and output zeros, so ``final_state`` is each
-        sequence's state at its last valid step.
+        sequence's state at its last valid step. Values outside [1, T] raise ``ValueError``
+        when concrete; under ``jax.jit`` they are clipped to [0, T] (see
+        :func:`check_seq_lengths`).
       reverse: run from the last valid step to the first. With ``seq_lengths`` each sequence is
         reversed within its own length, so padding never reaches the state; ``outputs[:, t]``
         stays aligned with ``xs[:, t]``.
@@ -305,7 +313,10 @@ def stacked(
       dropout_rate: inverted dropout on the inputs of layers 2..N (between layers, never on the
         recurrent connections); only applied when ``dropout_rng`` is given.
       dropout_rng: key for dropout; None means deterministic (evaluation).
-      residual: add each layer's input to its output for layers 2..N (sizes must match).
+      residual: add each layer's input to its output for layers 2..N (sizes must match):
+        ``x_{l+1} = layer_l(dropout(x_l)) + x_l``, the input added as it was before dropout,
+        as in residual LSTM stacks (Wu et al. 2016, GNMT; Kim et al. 2017), so the identity path
+        is never dropped.
       variational_dropout: one dropout mask per sequence, shared by all time steps ("locked"
         dropout, Gal & Ghahramani 2016), instead of a fresh mask per step.
       **unroll_options: forwarded to :func:`unroll`.
@@ -323,6 +334,7 @@ def stacked(
         raise ValueError(f"dropout_rate must lie in [0, 1), got {dropout_rate}")
     final_states = []
     for layer, (cell, layer_params) in enumerate(zip(cells, params, strict=True)):
+        layer_input = xs  # the residual carries it undropped
         if layer > 0 and dropout_rng is not None and dropout_rate > 0.0:
             mask_shape = (xs.shape[0], 1, xs.shape[2]) if variational_dropout else xs.shape
             layer_rng = jax.random.fold_in(dropout_rng, layer)
@@ -345,7 +357,7 @@ def stacked(
                     f"residual connections need equal sizes; layer {layer} maps "
                     f"{xs.shape[-1]} features to {ys.shape[-1]}"
                 )
-            ys = ys + xs
+            ys = ys + layer_input
         xs = ys
         final_states.append(final)
     return xs, final_states

@@ -132,6 +132,12 @@ def test_stacked_layers_dropout_and_residual():
     first, _ = recur.unroll(cell, uni_params[0], xs_h)
     second, _ = recur.unroll(cell, uni_params[1], first)
     close(res, first + second)
+    # With dropout the residual adds layer 2's input as it was before dropout: with layer 2
+    # deaf to its input (w_ih = 0), the stack's output is layer 1's plus layer 2's on zeros.
+    deaf = [uni_params[0], {**uni_params[1], "w_ih": jnp.zeros_like(uni_params[1]["w_ih"])}]
+    res, _ = recur.stacked(uni, deaf, xs_h, residual=True, dropout_rate=0.5, dropout_rng=rng)
+    on_zeros, _ = recur.unroll(cell, deaf[1], jnp.zeros_like(xs_h))
+    close(res, first + on_zeros)
 
 
 def test_variational_dropout_shares_mask_over_time():
@@ -180,6 +186,27 @@ def test_bad_unroll_input(kwargs, match):
     args = {"xs": inputs(), **kwargs}
     with pytest.raises(ValueError, match=match):
         recur.unroll(cell, params, args.pop("xs"), **args)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lengths_outside_the_sequence_are_clipped_under_jit(reverse, fused):
+    # Traced lengths cannot be checked: T + 3 runs all T steps, -2 runs none (initial state,
+    # zero outputs), as documented; concrete ones raise (test_bad_unroll_input).
+    cell, params = make("lstm", {})
+    xs = inputs()
+    run = jax.jit(lambda xs, n: recur.unroll(cell, params, xs, seq_lengths=n, reverse=reverse,
+                                             fused=fused))  # fmt: skip
+    outputs, final = run(xs, jnp.array([T + 3, -2, 2]))
+    full, full_final = recur.unroll(cell, params, xs[:1], reverse=reverse, fused=fused)
+    close(outputs[:1], full)
+    close(jax.tree.map(lambda x: x[:1], final), full_final)
+    np.testing.assert_array_equal(outputs[1], 0.0)
+    for part in final:
+        np.testing.assert_array_equal(part[1], 0.0)
+    two, two_final = recur.unroll(cell, params, xs[2:, :2], reverse=reverse, fused=fused)
+    close(outputs[2, :2], two[0])
+    close(jax.tree.map(lambda x: x[2:], final), two_final)
 
 
 def test_bad_stack_arguments():
