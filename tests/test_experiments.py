@@ -1,6 +1,8 @@
 """Command-line entry points run end to end; bad configs give one clear line and exit 1."""
 
+import importlib
 import json
+import re
 
 import pytest
 from absl import flags
@@ -131,3 +133,37 @@ def test_misuse_on_the_command_line_is_one_line_and_exit_1(experiment, misuse, m
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [message.format(file=file)]
     assert file.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_config_parses_its_variants_one_way(experiment):
+    get_config = importlib.import_module(f"experiments.{experiment}.config").get_config
+    assert get_config("smoke") is not None
+    with pytest.raises(ValueError, match=r"^unknown config variant 'nope'; use smoke, .*\.\.\.$"):
+        get_config("smoke,nope")
+    with pytest.raises(
+        ValueError, match=r"^config variant 'cell' given twice in 'cell=gru,cell=rnn'"
+    ):
+        get_config("cell=gru,cell=rnn")
+    with pytest.raises(ValueError, match=r"^unknown config variant 'cell='; use"):
+        get_config("cell=")
+
+
+@pytest.mark.parametrize(
+    ("experiment", "arg", "message"),
+    [
+        ("probes", "T=ten", "config variant T needs an integer, got 'ten'"),
+        (
+            "lm",
+            "ptb_char,shakespeare_char",
+            "config variants ptb_char and shakespeare_char exclude",
+        ),
+        ("sentiment", "bidirectional=yes", "config variant bidirectional needs true or false"),
+        ("sentiment", "sst2,imdb", "config variants sst2 and imdb exclude each other; use one"),
+        ("timeseries", "horizon=h", "config variant horizon needs an integer, got 'h'"),
+    ],
+)
+def test_bad_variant_values_are_one_line(experiment, arg, message):
+    get_config = importlib.import_module(f"experiments.{experiment}.config").get_config
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        get_config(arg)

@@ -15,7 +15,7 @@ what this code measured.
 import ml_collections
 from ml_collections import config_dict
 
-from recur.train import optim
+from recur.train import optim, variants
 
 PTB = "../shared/data/ptb"
 SHAKESPEARE = "../shared/data/tinyshakespeare/input.txt"
@@ -25,17 +25,9 @@ PTB_SMALL_LR = {"lstm": 1.0, "gru": 0.5, "rnn": 0.2}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    items = [item for item in (arg or "").split(",") if item]
-    variant = next((item for item in items if item in VARIANTS), "ptb_small")
-    cell = "lstm"
-    for item in items:
-        key, _, value = item.partition("=")
-        if key == "cell" and value:
-            cell = value
-        elif item not in (*VARIANTS, "smoke"):
-            raise ValueError(
-                f"unknown config variant {item!r}; use {', '.join(VARIANTS)}, smoke or cell=..."
-            )
+    items = variants.parse_variant(arg, names=VARIANTS, keys={"cell": str})
+    variant = variants.choose_one(items, VARIANTS, "ptb_small")
+    cell = items.get("cell", "lstm")
 
     config = ml_collections.ConfigDict()
     config.seed = 0

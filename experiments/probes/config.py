@@ -14,29 +14,14 @@ Command and expected result (measured on the 2-core CPU machine, see README):
 import ml_collections
 from ml_collections import config_dict
 
-from recur.train import optim
+from recur.train import optim, variants
 
 VARIANT_KEYS = {"task": str, "cell": str, "T": int, "hidden": int, "steps": int}
 
 
 def parse_variant(arg: str | None) -> dict:
     """``"task=adding,cell=gru,smoke"`` -> ``{"task": "adding", "cell": "gru", "smoke": True}``."""
-    variant = {}
-    for item in filter(None, (arg or "").split(",")):
-        key, _, value = item.partition("=")
-        if key == "smoke" and not value:
-            variant["smoke"] = True
-        elif key in VARIANT_KEYS and value:
-            try:
-                variant[key] = VARIANT_KEYS[key](value)
-            except ValueError:
-                raise ValueError(f"config variant {key} needs an integer, got {value!r}") from None
-        else:
-            raise ValueError(
-                f"unknown config variant {item!r}; use smoke or key=value with key in "
-                f"{', '.join(VARIANT_KEYS)}"
-            )
-    return variant
+    return variants.parse_variant(arg, keys=VARIANT_KEYS)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -14,7 +14,7 @@ Expected results: the README's sentiment table (dev accuracy on SST-2, test accu
 import ml_collections
 from ml_collections import config_dict
 
-from recur.train import optim
+from recur.train import optim, variants
 
 DATASETS = {
     # name: (train, dev, test, text column, label column); dev "" holds out dev_fraction of train.
@@ -26,18 +26,10 @@ DATASETS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    items = [item for item in (arg or "").split(",") if item]
-    dataset = "imdb" if "imdb" in items else "sst2"
-    options = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if key in ("cell", "bidirectional") and value:
-            options[key] = value
-        elif item not in ("sst2", "imdb", "flax", "smoke"):
-            raise ValueError(
-                f"unknown config variant {item!r}; use sst2, imdb, flax, smoke, cell=... or "
-                "bidirectional=..."
-            )
+    items = variants.parse_variant(
+        arg, names=("sst2", "imdb", "flax"), keys={"cell": str, "bidirectional": bool}
+    )
+    dataset = variants.choose_one(items, ("sst2", "imdb"), "sst2")
     train, dev, test, text_column, label_column = DATASETS[dataset]
     config = ml_collections.ConfigDict()
     config.seed = 0
@@ -66,8 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.glove_path = ""
 
     config.model = ml_collections.ConfigDict()
-    config.model.cell = options.get("cell", "lstm")
-    config.model.bidirectional = options.get("bidirectional", "false").lower() == "true"
+    config.model.cell = items.get("cell", "lstm")
+    config.model.bidirectional = items.get("bidirectional", False)
     config.model.embed_size = 300 if dataset == "sst2" else 128
     config.model.hidden_size = 256 if dataset == "sst2" else 128
     config.model.num_layers = 1

@@ -18,23 +18,13 @@ linear-autoregression baselines).
 import ml_collections
 from ml_collections import config_dict
 
-from recur.train import optim
+from recur.train import optim, variants
 
 VARIANT_KEYS = {"cell": str, "horizon": int, "head": str}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = {}
-    for item in filter(None, (arg or "").split(",")):
-        key, _, value = item.partition("=")
-        if key in ("smoke", "google_stock") and not value:
-            variant[key] = True
-        elif key in VARIANT_KEYS and value:
-            variant[key] = VARIANT_KEYS[key](value)
-        else:
-            raise ValueError(
-                f"unknown config variant {item!r}; use smoke or {', '.join(VARIANT_KEYS)}=..."
-            )
+    variant = variants.parse_variant(arg, names=("google_stock",), keys=VARIANT_KEYS)
     config = ml_collections.ConfigDict()
     # Seed of parameter init, batch order and dropout.
     config.seed = 0
@@ -57,6 +47,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.date_column = "Date"
     # Date format (strptime); "" tries M/D/YYYY, YYYY-MM-DD, D.M.YYYY and YYYY/MM/DD.
     config.data.date_format = ""
+    # Empty or NA/NaN/null/- value cells: error (stop, naming the row and column) | drop (drop
+    # the row) | interpolate (linear in time from the nearest values before and after; rows
+    # at either end without one are dropped). Applied before splitting and windowing; the
+    # counts are printed and kept in results.json's notes.
+    config.data.missing = "error"
     # Input features, comma-separated; the target must be one of them.
     config.data.columns = "Open"
     config.data.target = "Open"
