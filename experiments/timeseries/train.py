@@ -35,7 +35,9 @@ def prepare(config: ml_collections.ConfigDict) -> Prepared:
     columns = [c.strip() for c in data.columns.split(",") if c.strip()]
     if data.target not in columns:
         raise ValueError(f"data.target {data.target!r} is not among data.columns {columns}")
-    load = dict(date_column=data.date_column, date_format=data.date_format or None)
+    load = dict(
+        date_column=data.date_column, date_format=data.date_format or None, missing=data.missing
+    )
     series = timeseries.load_csv(data.train_path, columns, **load)
     if data.test_path:
         test = timeseries.load_csv(data.test_path, columns, **load)
@@ -70,6 +72,12 @@ def prepare(config: ml_collections.ConfigDict) -> Prepared:
         "test": first >= test_start,
     }
     notes = []
+    if series.repaired.get("cells_missing"):  # applied before splitting and windowing
+        notes.append(
+            f"data.missing={data.missing}: {series.repaired['cells_missing']} missing cells; "
+            f"{series.repaired['cells_interpolated']} interpolated, "
+            f"{series.repaired['rows_dropped']} rows dropped"
+        )
     if valid_start == test_start:  # no hold-out: evaluate in-sample during training
         masks["valid"] = masks["train"]
         notes.append("data.valid_fraction is 0: the periodic evaluation is in-sample (train)")

@@ -15,6 +15,10 @@ import numpy as np
 
 DATE_FORMATS = ("%m/%d/%Y", "%Y-%m-%d", "%d.%m.%Y", "%Y/%m/%d")
 SCALINGS = ("minmax", "standard")
+# What load_csv does with a missing value: stop naming it, drop its row, or interpolate it.
+MISSING_POLICIES = ("error", "drop", "interpolate")
+# Cell texts read as a missing value (exports write gaps in these ways).
+MISSING_TEXTS = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})
 
 
 @dataclasses.dataclass
@@ -25,6 +29,8 @@ class Series:
     values: np.ndarray
     columns: tuple[str, ...]
     source: str
+    # What the missing-value policy did: cells interpolated, rows dropped.
+    repaired: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def _parse_date(text: str, date_format: str | None, where: str) -> datetime.date:
@@ -50,13 +56,25 @@ def load_csv(
     *,
     date_column: str = "Date",
     date_format: str | None = None,
+    missing: str = "error",
 ) -> Series:
     """Reads ``date_column`` and the numeric ``columns`` of a CSV with a header row.
 
+    A value cell that is empty or reads as missing (:data:`MISSING_TEXTS`, any case) is
+    handled by ``missing``: ``error`` stops naming it; ``drop`` drops its row; ``interpolate``
+    fills it linearly in time from the column's nearest values before and after, and drops the
+    rows at the start or end of the file that have none on one side. The counts are in the
+    result's ``repaired``.
+
     Raises:
       ValueError: naming file, row (line number) and column, for a missing file or column, a
-        non-numeric cell, an unreadable date, or dates not strictly increasing.
+        non-numeric cell, a missing value (``missing="error"``), an unreadable date, or dates
+        not strictly increasing; or an unknown ``missing``.
     """
+    if missing not in MISSING_POLICIES:
+        raise ValueError(
+            f"data.missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}"
+        )
     path = pathlib.Path(path)
     if not path.is_file():
         raise ValueError(f"time-series file {path} does not exist")
@@ -72,7 +90,7 @@ def load_csv(
             where = f"{path}, row {line}"
             date_where = f"{where}, column {date_column!r}"
             dates.append(_parse_date(row[date_column], date_format, date_where))
-            values.append([_parse_number(row[c] or "", f"{where}, column {c!r}") for c in columns])
+            values.append([_parse_cell(row[c], f"{where}, column {c!r}", missing) for c in columns])
             if len(dates) > 1 and dates[-1] <= dates[-2]:
                 problem = "duplicate" if dates[-1] == dates[-2] else "out of order"
                 raise ValueError(
@@ -81,9 +99,45 @@ def load_csv(
                 )
     if not dates:
         raise ValueError(f"{path}: no data rows")
-    return Series(
+    series = Series(
         np.array(dates, "datetime64[D]"), np.array(values, np.float64), tuple(columns), str(path)
     )
+    return _repair(series, missing)
+
+
+def _parse_cell(text: str | None, where: str, missing: str) -> float:
+    if (text or "").strip().lower() in MISSING_TEXTS:
+        if missing == "error":
+            raise ValueError(
+                f"{where}: missing value {text or ''!r}; set data.missing to drop or "
+                "interpolate to repair gaps"
+            )
+        return np.nan
+    return _parse_number(text, where)
+
+
+def _repair(series: Series, missing: str) -> Series:
+    """Drops or interpolates the NaN cells of ``series`` (``missing``: drop | interpolate)."""
+    values, dates = series.values.copy(), series.dates
+    gaps = np.isnan(values)
+    repaired = {"cells_missing": int(gaps.sum()), "cells_interpolated": 0, "rows_dropped": 0}
+    keep = ~gaps.any(axis=1)
+    if missing == "interpolate" and gaps.any():
+        days = dates.astype(np.int64).astype(np.float64)
+        inside = np.ones(len(values), bool)
+        for column in range(values.shape[1]):
+            known = ~gaps[:, column]
+            if not known.any():
+                raise ValueError(f"{series.source}: column {series.columns[column]!r} is empty")
+            first, last = np.flatnonzero(known)[[0, -1]]
+            inside[:first] = inside[last + 1 :] = False
+            values[~known, column] = np.interp(days[~known], days[known], values[known, column])
+        repaired["cells_interpolated"] = int(gaps[inside].sum())
+        keep = inside
+    repaired["rows_dropped"] = int((~keep).sum())
+    if not keep.any():
+        raise ValueError(f"{series.source}: no row is left after data.missing={missing}")
+    return Series(dates[keep], values[keep], series.columns, series.source, repaired)
 
 
 def concatenate(first: Series, second: Series) -> Series:
@@ -100,7 +154,9 @@ def concatenate(first: Series, second: Series) -> Series:
         np.concatenate([first.values, second.values]),
         first.columns,
         f"{first.source} + {second.source}",
-    )
+        {k: first.repaired.get(k, 0) + second.repaired.get(k, 0)
+         for k in first.repaired.keys() | second.repaired.keys()},
+    )  # fmt: skip
 
 
 @dataclasses.dataclass
