@@ -152,7 +152,8 @@ def test_interrupt_and_resume_gives_the_same_parameters(tmp_path):
     segments = results["train_segments"]
     assert [(row["from_step"], row["to_step"]) for row in segments] == [(0, 3), (3, 8)]
     assert results["train_seconds_total"] == pytest.approx(sum(r["seconds"] for r in segments))
-    assert all(row["seconds"] > 0 for row in segments)
+    assert all(row["seconds"] > row["step_seconds"] > 0 for row in segments)
+    assert results["step_seconds_total"] == pytest.approx(sum(r["step_seconds"] for r in segments))
 
     def final_params(workdir):
         built = probe_train.build_task(config)
@@ -470,3 +471,15 @@ def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_one_to_resume_
     )
     assert whole[0] == resumed[0] == 6
     jax.tree.map(np.testing.assert_array_equal, whole[1], resumed[1])
+
+
+def test_on_eval_gets_a_state_it_may_keep(tmp_path):
+    config = smoke(num_steps=4, eval_every=2, checkpoint_every=4)
+    task = probe_train.build_task(config)
+    kept = []
+    task.on_eval = lambda step, state, metrics: kept.append((step, state.params))
+    fit(config, tmp_path, task)
+    assert [step for step, _ in kept] == [2, 4]
+    first, last = (jax.tree.map(np.asarray, params) for _, params in kept)  # not deleted
+    assert not np.array_equal(jax.tree.leaves(first)[0], jax.tree.leaves(last)[0])
+    jax.tree.map(np.testing.assert_array_equal, last, _final_params(config, tmp_path)[1])

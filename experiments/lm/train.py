@@ -241,8 +241,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
         "wall_seconds": time.perf_counter() - started,
         "train_tokens": tokens,
+        # Training throughput: the training steps alone (first compilation included) ...
+        "train_step_seconds": training["step_seconds_total"],
+        "tokens_per_second": tokens / max(training["step_seconds_total"], 1e-9),
+        # ... and with evaluation and checkpoints (over every run of the workdir).
         "train_seconds": training["train_seconds_total"],
-        "tokens_per_second": tokens / training["train_seconds_total"],
+        "tokens_per_train_second": tokens / max(training["train_seconds_total"], 1e-9),
         "training": training,
         "command": " ".join(["python -m experiments.lm.main", *sys.argv[1:]]),
         "config": json.loads(config.to_json_best_effort()),

@@ -59,7 +59,8 @@ class Task:
       notes: lines printed at the start and kept with the results (e.g. data caveats).
       info: facts about the run kept with the results (e.g. hidden size, parameter count).
       on_eval: optional ``(step, state, eval_metrics) -> None`` called after every evaluation
-        (e.g. to keep the params with the best held-out accuracy).
+        (e.g. to keep the params with the best held-out accuracy); ``state`` is a copy, so it
+        may be kept (the loop's own state is donated to the next step).
       initial_carry: for stateful tasks (truncated BPTT), the carry the training state starts
         with (see :mod:`recur.train.state`); the task's batches say when to reset it.
       summarize: optional ``metrics -> metrics`` applied to the evaluation's means (and added
@@ -269,6 +270,7 @@ def fit(
     started = time.perf_counter()
     segments = TrainSegments(workdir, start, enabled=writes)
     eval_metrics: dict[str, float] = {}
+    other_seconds = 0.0  # evaluating and checkpointing
 
     def check_finite():  # the one host round trip, at log, eval and checkpoint steps
         bad = steps.first_nonfinite()
@@ -298,16 +300,23 @@ def fit(
                 writer.write(step, "train", values)
                 if writes:
                     progress.line(step, values, task.metric)
+            if run_eval or save:  # the steps so far count as training time, not what follows
+                jax.block_until_ready(steps.state)
             if run_eval:
+                clock = time.perf_counter()
                 eval_metrics = evaluate(steps.state, task.eval_batches(), mesh, task.summarize)
                 writer.write(step, "eval", eval_metrics)
                 if writes:
                     print(f"eval at step {step}: {format_metrics(eval_metrics, task)}", flush=True)
-                if task.on_eval is not None:
-                    task.on_eval(step, steps.state, eval_metrics)
+                if task.on_eval is not None:  # a copy: the next step donates the state's buffers
+                    task.on_eval(step, jax.tree.map(_copy, steps.state), eval_metrics)
+                other_seconds += time.perf_counter() - clock
             if save:
+                clock = time.perf_counter()
                 checkpoint.save(manager, steps.state)
-                segments.record(step, time.perf_counter() - started)
+                other_seconds += time.perf_counter() - clock
+                elapsed = time.perf_counter() - started
+                segments.record(step, elapsed, elapsed - other_seconds)
         if not eval_metrics:  # already complete: evaluate the restored state
             eval_metrics = evaluate(steps.state, task.eval_batches(), mesh, task.summarize)
     finally:
@@ -323,8 +332,11 @@ def fit(
         "config_changes_on_resume": changes,
         "train_seconds": time.perf_counter() - started,
         # Over every run of this workdir (resumed runs add up), counted to each run's last
-        # checkpoint: the time spent on the steps that made the final params.
+        # checkpoint: the time spent on the steps that made the final params; with evaluation
+        # and checkpoints (train_seconds_total), and in the training steps alone (first
+        # compilation included).
         "train_seconds_total": segments.total_seconds(),
+        "step_seconds_total": segments.total_seconds("step_seconds"),
         "train_segments": segments.rows,
         "devices": [str(device) for device in mesh.devices.flat],
         "processes": jax.process_count(),
@@ -338,23 +350,31 @@ def fit(
 
 class TrainSegments:
     """``workdir/train_segments.json``: one row per run of the workdir, ``{from_step, to_step,
-    seconds}`` up to its latest checkpoint; rows past the step a run resumes from are dropped
-    (their steps are redone)."""
+    seconds, step_seconds}`` up to its latest checkpoint (``step_seconds``: without evaluation
+    and checkpointing); rows past the step a run resumes from are dropped (their steps are
+    redone)."""
 
     def __init__(self, workdir: pathlib.Path, start: int, enabled: bool = True):
         self.path, self.enabled = workdir / "train_segments.json", enabled
         rows = json.loads(self.path.read_text()) if self.path.exists() else []
         self.rows = [row for row in rows if row["to_step"] <= start]
-        self.rows.append({"from_step": start, "to_step": start, "seconds": 0.0})
+        self.rows.append(
+            {"from_step": start, "to_step": start, "seconds": 0.0, "step_seconds": 0.0}
+        )
 
-    def record(self, step: int, seconds: float) -> None:
-        self.rows[-1].update(to_step=step, seconds=seconds)
+    def record(self, step: int, seconds: float, step_seconds: float) -> None:
+        self.rows[-1].update(to_step=step, seconds=seconds, step_seconds=step_seconds)
         if not self.enabled:
             return
         files.write_json(self.path, self.rows, indent=1)
 
-    def total_seconds(self) -> float:
-        return sum(row["seconds"] for row in self.rows)
+    def total_seconds(self, field: str = "seconds") -> float:
+        """The sum of ``field`` over the rows (rows written before it existed count 0)."""
+        return sum(row.get(field, 0.0) for row in self.rows)
+
+
+def _copy(leaf):
+    return leaf.copy() if isinstance(leaf, jax.Array) else leaf
 
 
 def format_metrics(metrics: dict[str, Any], task: Task) -> str:
