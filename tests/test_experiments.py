@@ -9,6 +9,8 @@ from absl import flags
 from ml_collections import config_flags
 from test_train import run_module
 
+from experiments.probes import config as probes_config
+from experiments.probes import train as probes_train
 from recur.train.cli import parse_flags
 
 
@@ -65,25 +67,35 @@ def test_compare_command_line_smoke_and_skip_on_rerun(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("field", "value", "message"),
     [
-        ("--config.task.name=parity", "error: unknown task 'parity'; available: adding, copy"),
-        ("--config.model.cell=transformer", "error: unknown cell 'transformer'; available"),
-        ("--config.task.T=0", "error: task.T must be >= 1, got 0"),
-        ("--config.task.name=mnist_permuted", "error: MNIST directory /nonexistent does not exist"),
+        ("task.name", "parity", "unknown task 'parity'; available: adding, copy"),
+        ("model.cell", "transformer", "unknown cell 'transformer'; available"),
+        ("task.T", 0, "task.T must be >= 1, got 0"),
+        ("task.name", "mnist_permuted", "MNIST directory /nonexistent does not exist"),
     ],
 )
-def test_bad_config_is_one_clear_line(override, message, tmp_path):
+def test_bad_config_is_one_clear_error(field, value, message):
+    config = probes_config.get_config("smoke")
+    config.task.mnist_dir = "/nonexistent"
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        probes_train.build_task(config)
+
+
+def test_bad_config_on_the_command_line_is_one_line_and_exit_1(tmp_path):
     result = run_module(
         "experiments.probes.main",
         "--config=experiments/probes/config.py:smoke",
-        override,
-        "--config.task.mnist_dir=/nonexistent",
+        "--config.task.name=parity",
         f"--workdir={tmp_path}",
     )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith(message)
-    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown task 'parity'; available: adding, copy, mnist_sequential, "
+        "mnist_permuted, mnist_rows"
+    ]
 
 
 EXPERIMENTS = ["probes", "compare", "lm", "sentiment", "timeseries"]

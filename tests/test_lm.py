@@ -140,24 +140,56 @@ def test_prompt_and_detokenize_round_trip():
     assert sample.detokenize(list("ab\nc"), "char") == "ab\nc"
 
 
-def test_command_line_train_evaluate_sample_and_errors(tmp_path, corpus):
-    workdir = tmp_path / "run"
+def test_command_line_train_kill_resume_evaluate_sample_and_errors(tmp_path, corpus):
+    """The LM's command line end to end: training (the fused backward, dropout on, the state
+    carried between windows); the same run SIGKILLed after a random step and during a random
+    checkpoint write, resumed, ends where the uninterrupted one did; a rerun on a full disk
+    damages nothing; sampling; bad input."""
     flags = [
         "--config=experiments/lm/config.py:smoke,cell=gru",
         f"--config.data.train_path={corpus}",
         "--config.model.fused=true",  # the hand-written backward (same gradients)
-        f"--workdir={workdir}",
+        "--config.model.dropout_rate=0.3",
+        "--config.num_steps=10",
+        "--config.checkpoint_every=2",
+        "--config.eval_every=5",
+        "--config.log_every=1",
     ]
-    result = run_module("experiments.lm.main", *flags)
+    workdir = tmp_path / "run"
+    result = run_module("experiments.lm.main", *flags, f"--workdir={workdir}")
     assert result.returncode == 0, result.stderr
     results = json.loads((workdir / "results.json").read_text())
     assert results["valid"]["perplexity"] < results["training"]["baseline"]["uniform perplexity"]
     assert results["cell"] == "gru"
     # Training throughput counts the training steps alone; evaluation time is left out.
     assert results["tokens_per_second"] > results["tokens_per_train_second"] > 0
+
+    seed = np.random.SeedSequence().entropy
+    rng = np.random.default_rng(seed)
+    first = int(rng.integers(2, 6))  # after the step ran, before its checkpoint (if due)
+    saved = [step for step in (6, 8, 10) if step > first]  # during a checkpoint's write
+    kills = [(first, "step"), (int(rng.choice(saved)), "save")]
+    killed_dir = tmp_path / "killed"
+    for step, moment in kills:
+        killed = run_module_killed(
+            step, moment, "experiments.lm.main", *flags, f"--workdir={killed_dir}"
+        )
+        assert killed.returncode == -signal.SIGKILL, (seed, killed.stderr[-2000:])
+    resumed = run_module("experiments.lm.main", *flags, f"--workdir={killed_dir}")
+    assert resumed.returncode == 0, (seed, kills, resumed.stderr[-2000:])
+    assert "resuming from the checkpoint at step" in resumed.stdout
+
+    def outcome(run_dir):
+        results = json.loads((run_dir / "results.json").read_text())
+        rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+        losses = [(r["step"], r["loss"]) for r in map(json.loads, rows) if r["split"] == "train"]
+        return results["valid"], results["test"], losses
+
+    assert outcome(killed_dir) == outcome(workdir), (seed, kills)
+
     # A rerun that dies of a full disk while rewriting the outputs damages none of them.
     kept = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
-    full = run_module_on_a_full_disk(1000, "experiments.lm.main", *flags)
+    full = run_module_on_a_full_disk(1000, "experiments.lm.main", *flags, f"--workdir={workdir}")
     assert full.returncode == 1
     assert full.stderr.strip().splitlines()[-1].startswith("error: [Errno 27] File too large")
     assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == kept
@@ -169,12 +201,8 @@ def test_command_line_train_evaluate_sample_and_errors(tmp_path, corpus):
     assert words[:2] == ["the", "cat"] and len(words) >= 8
     assert set(words) <= {*WORDS, "<unk>"}
 
-    failed = run_module(
-        "experiments.lm.main", "--config=experiments/lm/config.py:smoke",
-        f"--config.data.train_path={tmp_path / 'missing.txt'}", f"--workdir={tmp_path / 'bad'}",
-    )  # fmt: skip
-    assert failed.returncode == 1
-    assert "missing.txt does not exist" in failed.stderr and "Traceback" not in failed.stderr
+    with pytest.raises(ValueError, match="missing.txt does not exist"):
+        train.prepare(smoke_config(tmp_path / "missing.txt"))
     # model.fused reaches the model: the reset-before GRU has no fused backward.
     impossible = smoke_config(corpus)
     impossible.model.update(cell="gru", gru_variant="reset_before", fused=True)
@@ -184,41 +212,3 @@ def test_command_line_train_evaluate_sample_and_errors(tmp_path, corpus):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="corpus file .*empty.txt is empty"):
         train.prepare(smoke_config(tmp_path / "empty.txt"))
-
-
-def test_killed_at_random_moments_and_resumed_ends_as_the_uninterrupted_run(tmp_path, corpus):
-    """SIGKILL after random steps or during a checkpoint write, with dropout on and the state
-    carried between windows: each rerun resumes, and the last ends where one run would."""
-    flags = [
-        "--config=experiments/lm/config.py:smoke",
-        f"--config.data.train_path={corpus}",
-        "--config.model.dropout_rate=0.3",
-        "--config.num_steps=10",
-        "--config.checkpoint_every=2",
-        "--config.eval_every=5",
-        "--config.log_every=1",
-    ]
-    whole = run_module("experiments.lm.main", *flags, f"--workdir={tmp_path / 'whole'}")
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    seed = np.random.SeedSequence().entropy
-    rng = np.random.default_rng(seed)
-    first = int(rng.integers(2, 6))  # after the step ran, before its checkpoint (if due)
-    saved = [step for step in (6, 8, 10) if step > first]  # during a checkpoint's write
-    kills = [(first, "step"), (int(rng.choice(saved)), "save")]
-    workdir = tmp_path / "killed"
-    for step, moment in kills:
-        killed = run_module_killed(
-            step, moment, "experiments.lm.main", *flags, f"--workdir={workdir}"
-        )
-        assert killed.returncode == -signal.SIGKILL, (seed, killed.stderr[-2000:])
-    resumed = run_module("experiments.lm.main", *flags, f"--workdir={workdir}")
-    assert resumed.returncode == 0, (seed, kills, resumed.stderr[-2000:])
-    assert "resuming from the checkpoint at step" in resumed.stdout
-
-    def outcome(run):
-        results = json.loads((tmp_path / run / "results.json").read_text())
-        rows = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-        losses = [(r["step"], r["loss"]) for r in map(json.loads, rows) if r["split"] == "train"]
-        return results["valid"], results["test"], losses
-
-    assert outcome("killed") == outcome("whole"), (seed, kills)
