@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from recur import models
+from recur.models import decoding
 
 B, T, V = 4, 6, 11
 KEY = jax.random.key(0)
@@ -237,3 +238,130 @@ def test_fused_models_match_autodiff(make):
     np.testing.assert_allclose(fused_value, value, rtol=1e-5)
     for got, want in zip(jax.tree.leaves(fused_grads), jax.tree.leaves(grads), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def _toy_decoder(vocab_size=4, batch_size=2, seed=0):
+    """A decoder whose log-probabilities depend on the input, the position and the last
+    token: ``(step, carry)`` for :func:`decoding.beam_search`."""
+    rng = np.random.default_rng(seed)
+    tables = jnp.asarray(rng.normal(size=(batch_size, 8, vocab_size, vocab_size)) * 2)
+
+    def step(carry, tokens):
+        row, position = carry
+        logits = tables[row, position, tokens]
+        return (row, position + 1), jax.nn.log_softmax(logits), logits[:, :2]
+
+    carry = (jnp.arange(batch_size), jnp.zeros(batch_size, jnp.int32))
+    return step, carry, tables
+
+
+def _exhaustive(tables, row, start, end, max_length, alpha, limit):
+    """Every hypothesis ending in ``end`` within ``limit`` tokens, best first by score."""
+    found = []
+
+    def grow(prefix, log_prob, last):
+        for token in range(tables.shape[-1]):
+            logits = np.asarray(tables[row, len(prefix), last])
+            here = log_prob + logits[token] - np.log(np.exp(logits).sum())
+            if token == end:
+                length = len(prefix) + 1
+                found.append((here / ((5 + length) / 6) ** alpha, prefix + [token], here))
+            elif len(prefix) + 1 < min(max_length, limit):
+                grow(prefix + [token], here, token)
+
+    grow([], 0.0, start)
+    return sorted(found, key=lambda item: -item[0])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.8])
+def test_beam_search_finds_the_best_hypotheses_an_exhaustive_search_finds(alpha):
+    step, carry, tables = _toy_decoder()
+    limits = np.array([4, 2])  # input 1 must end by its second token
+    beams = jax.jit(
+        lambda carry: decoding.beam_search(
+            step,
+            carry,
+            start_token=3,
+            end_token=0,
+            beam_size=32,
+            max_length=4,
+            alpha=alpha,
+            max_lengths=jnp.asarray(limits),
+            pad_token=-1,
+        )  # fmt: skip
+    )(carry)
+    assert beams.tokens.shape == (2, 32, 4) and beams.extras.shape == (2, 32, 4, 2)
+    for row in range(2):
+        best = _exhaustive(tables, row, 3, 0, 4, alpha, limits[row])[:5]
+        for k, (score, tokens, log_prob) in enumerate(best):
+            n = len(tokens)
+            assert int(beams.lengths[row, k]) == n
+            np.testing.assert_array_equal(beams.tokens[row, k, :n], tokens)
+            np.testing.assert_array_equal(beams.tokens[row, k, n:], -1)
+            np.testing.assert_allclose(beams.scores[row, k], score, rtol=1e-5)
+            np.testing.assert_allclose(beams.log_probs[row, k], log_prob, rtol=1e-5)
+        # The extras are the step outputs along the hypothesis.
+        k_tokens = [3] + best[0][1][:-1]
+        expected = [np.asarray(tables[row, t, k_tokens[t], :2]) for t in range(len(best[0][1]))]
+        np.testing.assert_allclose(beams.extras[row, 0, : len(expected)], expected, rtol=1e-6)
+
+
+def test_beam_of_one_follows_the_greedy_path_and_returns_it_or_better():
+    step, carry, _ = _toy_decoder(vocab_size=6, seed=3)
+    beams = decoding.beam_search(step, carry, start_token=5, end_token=0, beam_size=1,
+                                 max_length=8)  # fmt: skip
+    state, token, greedy, log_probs = carry, jnp.full((2,), 5), [], []
+    for _ in range(8):
+        state, step_log_probs, _ = step(state, token)
+        token = step_log_probs.argmax(-1)
+        greedy.append(token)
+        log_probs.append(step_log_probs.max(-1))
+    greedy, log_probs = np.stack(greedy, 1), np.stack(log_probs, 1)
+    for row in range(2):
+        assert 0 in greedy[row]  # these greedy outputs end within 8 tokens
+        ends = list(greedy[row]).index(0) + 1
+        greedy_score = log_probs[row, :ends].sum()
+        assert float(beams.scores[row, 0]) >= greedy_score - 1e-5
+        if int(beams.lengths[row, 0]) == ends:
+            np.testing.assert_array_equal(beams.tokens[row, 0, :ends], greedy[row, :ends])
+            np.testing.assert_allclose(beams.scores[row, 0], greedy_score, rtol=1e-5)
+        else:  # a second-ranked end token on the greedy path scored better
+            n = int(beams.lengths[row, 0])
+            np.testing.assert_array_equal(beams.tokens[row, 0, : n - 1], greedy[row, : n - 1])
+            assert float(beams.scores[row, 0]) > greedy_score
+
+
+def test_seq2seq_beam_search_scores_are_the_model_log_probabilities():
+    model = models.Seq2Seq(src_vocab_size=V, tgt_vocab_size=V, embed_size=8, hidden_size=8,
+                           num_layers=2, bidirectional_encoder=True)  # fmt: skip
+    params = model.init(KEY, TOKENS, TOKENS, LENGTHS)
+    search = jax.jit(
+        lambda src, lengths: model.apply(
+            params,
+            src,
+            lengths,
+            beam_size=3,
+            max_length=6,
+            end_token=2,
+            max_lengths=lengths + 3,
+            method=model.beam_search,
+        )  # fmt: skip
+    )
+    beams = search(TOKENS, LENGTHS)
+    assert beams.tokens.shape == (B, 3, 6) and beams.extras.shape == (B, 3, 6, T)
+    assert np.all(np.asarray(beams.lengths) <= np.asarray(LENGTHS)[:, None] + 3)
+    assert np.all(np.diff(np.asarray(beams.scores), axis=1) <= 0)  # best first
+    # Teacher forcing the best hypothesis gives its log-probability and attention.
+    start = jnp.full((B, 1), model.start_token)
+    best = beams.tokens[:, 0]
+    logits = model.apply(params, TOKENS, jnp.concatenate([start, best[:, :-1]], 1), LENGTHS)
+    token_log_probs = jnp.take_along_axis(jax.nn.log_softmax(logits), best[..., None], -1)[..., 0]
+    valid = jnp.arange(6)[None] < beams.lengths[:, :1]
+    np.testing.assert_allclose(
+        (token_log_probs * valid).sum(1), beams.log_probs[:, 0], rtol=1e-5, atol=1e-5
+    )
+    weights = beams.extras[:, 0]
+    np.testing.assert_allclose(weights.sum(-1)[valid], 1.0, atol=1e-5)
+    np.testing.assert_array_equal(weights[2, :, 1:], 0.0)  # no attention on padding
+    search(TOKENS % (V - 1) + 1, LENGTHS)
+    assert search._cache_size() == 1

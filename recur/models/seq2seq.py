@@ -176,3 +176,42 @@ class Seq2Seq(nn.Module):
             self._step_fn(memory, mask), carry, first, max_length, feedback, rng
         )
         return tokens, weights
+
+    def beam_search(
+        self,
+        src: Array,
+        src_lengths: Array | None = None,
+        *,
+        beam_size: int = 5,
+        max_length: int = 50,
+        end_token: int = 2,
+        alpha: float = 0.0,
+        max_lengths: Array | None = None,
+    ) -> decoding.Beams:
+        """Beam search (:func:`recur.models.decoding.beam_search`) for each source sentence.
+
+        Args:
+          src: ``[B, S]`` source tokens; ``src_lengths`` ``[B]`` (None: all S).
+          beam_size, alpha: beam width and length-penalty exponent.
+          max_length: static bound on the output tokens; ``max_lengths`` ``[B]`` (optional)
+            per sentence, e.g. ``2 * src_lengths + 10``.
+          end_token: the end-of-sentence id.
+
+        Returns:
+          :class:`~recur.models.decoding.Beams`, best first; ``extras`` are the attention
+          weights of each output token, ``[B, K, L, S]`` (zeros without attention).
+        """
+        memory, mask, carry = self.encode(src, src_lengths)
+        memory = jnp.repeat(memory, beam_size, axis=0)  # one copy per beam
+        mask = jnp.repeat(mask, beam_size, axis=0)
+        decoder_step = self._step_fn(memory, mask)
+
+        def step(carry, tokens):
+            carry, (attended, weights) = decoder_step(carry, self.tgt_embedding[tokens])
+            log_probs = jax.nn.log_softmax(dense(self.head, attended).astype(jnp.float32))
+            return carry, log_probs, weights
+
+        return decoding.beam_search(
+            step, carry, start_token=self.start_token, end_token=end_token,
+            beam_size=beam_size, max_length=max_length, alpha=alpha, max_lengths=max_lengths,
+        )  # fmt: skip
