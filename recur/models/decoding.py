@@ -115,15 +115,15 @@ def beam_search(
     """Beam search over a decoder, batched and jitted: one ``jax.lax.while_loop`` over a state
     of fixed size, the ``K`` beams of each of the ``B`` inputs folded into the batch axis.
 
-    Each iteration extends every live hypothesis by every token, keeps the ``2K`` best
-    extensions by log-probability, moves those ending in ``end_token`` to the finished set
-    (ranked by ``log_prob / length_penalty(length, alpha)``, the best ``K`` kept) and keeps
-    the ``K`` best others alive, gathering the decoder's carry along. It stops when no live
-    hypothesis can still beat the worst finished one of any input, or after ``max_length``
-    steps; an input with no finished hypothesis then returns its live ones. With ``2K``
-    extensions kept, ``K`` hypotheses stay live whatever ends; so width 1 follows the greedy
-    path and also finishes each second-ranked ``end_token`` it passes, returning the greedy
-    output or a better-scoring one (use :func:`free_running` for plain greedy decoding).
+    Each iteration extends every live hypothesis by every token and ranks the extensions by
+    log-probability. Those among the best ``K`` that end in ``end_token`` are finished (ranked
+    by ``log_prob / length_penalty(length, alpha)``, the best ``K`` kept; as in Hugging Face's
+    scorer, an ending ranked below ``K`` is not), and the ``K`` best that do not end stay live
+    (looking as far as rank ``2K``, so ``K`` stay live whatever ends), the decoder's carry
+    gathered along; a finished hypothesis is never extended. It stops when no live hypothesis
+    can still beat the worst finished one of any input, or after ``max_length`` steps; an input
+    with no finished hypothesis then returns its live ones. Width 1 with ``alpha=0`` is greedy
+    decoding, token for token, stopped at ``end_token``.
 
     Args:
       step: ``(carry, tokens [N]) -> (carry, log_probs [N, V], extra [N, ...])`` for
@@ -138,7 +138,8 @@ def beam_search(
         output; GNMT used 0.6-0.7).
       max_lengths: optional ``[B]`` int, per input at most ``L``: a hypothesis of input ``b``
         must end by token ``max_lengths[b]`` (its last step allows only ``end_token``), e.g.
-        a multiple of the source length.
+        a multiple of the source length. Without it, hypotheses that reach ``L`` tokens
+        without ending stay live (returned only when none ended).
       pad_token: fills the positions after ``end_token``.
 
     Returns:
@@ -204,9 +205,9 @@ def beam_search(
         last = jnp.where(i == 0, starts, fold(s["alive_tokens"])[:, jnp.maximum(i - 1, 0)])
         carry, log_probs, extra = step(s["carry"], last)
         log_probs = unfold(log_probs.astype(dtype))  # [B, K, V]
-        # At an input's last allowed step only end_token may follow.
-        must_end = (i + 1 >= limit)[:, None, None] & (jnp.arange(vocab_size) != end_token)
-        log_probs = jnp.where(must_end, minus_inf, log_probs)
+        if max_lengths is not None:  # at an input's last allowed step only end_token follows
+            must_end = (i + 1 >= limit)[:, None, None] & (jnp.arange(vocab_size) != end_token)
+            log_probs = jnp.where(must_end, minus_inf, log_probs)
         total = (s["alive_log_probs"][:, :, None] + log_probs).reshape(batch_size, K * vocab_size)
         top_log_probs, top_index = jax.lax.top_k(total, 2 * K)  # [B, 2K]
         origin, token = top_index // vocab_size, top_index % vocab_size
@@ -218,6 +219,7 @@ def beam_search(
             extra,
         )
         ended = token == end_token
+        finishes = ended & (jnp.arange(2 * K) < K)  # endings within the beam's K best
         # The K best that go on.
         going = jnp.where(ended, minus_inf, top_log_probs)
         alive_log_probs, keep = jax.lax.top_k(going, K)
@@ -225,9 +227,9 @@ def beam_search(
         # The K best finished so far, old and new.
         length = i + 1
         new_scores = jnp.where(
-            ended, top_log_probs / length_penalty(jnp.asarray(length, dtype), alpha), minus_inf
+            finishes, top_log_probs / length_penalty(jnp.asarray(length, dtype), alpha), minus_inf
         )
-        ended_log_probs = jnp.where(ended, top_log_probs, minus_inf)
+        ended_log_probs = jnp.where(finishes, top_log_probs, minus_inf)
         scores = jnp.concatenate([s["done_scores"], new_scores], axis=1)
         done_scores, pick = jax.lax.top_k(scores, K)
 
