@@ -86,6 +86,12 @@ def test_bad_pair_files_and_settings_are_one_clear_line(tmp_path):
     bad.write_text("Go.\tVa !\nno tab here\n")
     with pytest.raises(ValueError, match=r"bad.txt, line 2: expected English<TAB>French"):
         translation.read_pairs(bad)
+    bad.write_text("Go.\tVa !\nRun!\t \n")
+    with pytest.raises(ValueError, match=r"bad.txt, line 2: the French side is empty"):
+        translation.read_pairs(bad)
+    bad.write_bytes("Go.\tVa !\nCafé\tCafé\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"bad.txt, line 2: not UTF-8 \(byte 0xe9 at column 4\)"):
+        translation.read_pairs(bad)
     with pytest.raises(ValueError, match="direction must be fr-en or en-fr, got 'de-en'"):
         translation.read_pairs(bad, "de-en")
     config = translate_config.get_config("smoke")
@@ -153,3 +159,30 @@ def test_one_train_step_changes_every_parameter(tmp_path):
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     for (path, old), updated in zip(flat, jax.tree.leaves(new.params), strict=True):
         assert not np.allclose(old, updated), jax.tree_util.keystr(path)
+
+
+def test_target_padding_never_counts_in_the_loss(tmp_path):
+    config = translate_config.get_config("smoke")
+    pairs = [(f"i am w{i} w{i % 3}.", f"je suis m{i}.") for i in range(40)]
+    config.data.path = str(write_pairs(tmp_path / "pairs.txt", pairs))
+    config.data.valid_fraction = config.data.test_fraction = 0.1
+    prepared = train.prepare(config)
+    task = train.build_task(config, prepared)
+    params = task.init_params(jax.random.key(0))
+    batch = task.train_batch(0)
+    extra = 3  # the same batch padded 3 tokens longer, with junk where the weights are 0
+    padded = {
+        **batch,
+        "target_inputs": np.pad(batch["target_inputs"], ((0, 0), (0, extra)), constant_values=5),
+        "targets": np.pad(batch["targets"], ((0, 0), (0, extra)), constant_values=6),
+        "weights": np.pad(batch["weights"], ((0, 0), (0, extra))),
+    }
+    junk = {**batch, "targets": np.where(batch["weights"] > 0, batch["targets"], 7)}
+    losses = [task.loss_fn(params, b, jax.random.key(1), False) for b in (batch, padded, junk)]
+    for loss, metrics in losses[1:]:
+        np.testing.assert_allclose(loss, losses[0][0], rtol=1e-6)
+        np.testing.assert_allclose(metrics["token_accuracy"], losses[0][1]["token_accuracy"])
+    # BLEU reads the hypotheses cut at <eos> and detokenised: no padding is left to count.
+    assert train.cut_at_end([5, 6, train.EOS_ID, 0, 0]) == [5, 6]
+    sentences = ["i am very happy to be here .", "you are not ready for this yet ."]
+    assert train.bleu(sentences, sentences)[0] == pytest.approx(100.0)

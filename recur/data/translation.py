@@ -70,8 +70,8 @@ def read_pairs(
     files' attribution, are ignored) as ``direction`` (``fr-en``: French source).
 
     Raises:
-      ValueError: a missing file, an unknown direction, or a line without two columns
-        (naming the file and line).
+      ValueError: a missing file, an unknown direction, or a line without two columns, with
+        an empty side or not in UTF-8 (naming the file and line).
     """
     if direction not in ("fr-en", "en-fr"):
         raise ValueError(f"direction must be fr-en or en-fr, got {direction!r}")
@@ -80,11 +80,21 @@ def read_pairs(
         raise ValueError(f"sentence-pair file {path} does not exist")
     opener = gzip.open if path.suffix == ".gz" else open
     pairs = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            columns = line.rstrip("\n").split("\t")
-            if len(columns) < 2 or not columns[0].strip() or not columns[1].strip():
+    with opener(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{path}, line {number}: not UTF-8 (byte {raw[error.start]:#04x} at "
+                    f"column {error.start + 1})"
+                ) from None
+            columns = line.rstrip("\r\n").split("\t")
+            if len(columns) < 2:
                 raise ValueError(f"{path}, line {number}: expected English<TAB>French")
+            for side, text in zip(("English", "French"), columns[:2], strict=True):
+                if not text.strip():
+                    raise ValueError(f"{path}, line {number}: the {side} side is empty")
             english, french = (tokenize(c, lowercase, strip_accents) for c in columns[:2])
             source, target = (french, english) if direction == "fr-en" else (english, french)
             pairs.append(Pair(tuple(source), tuple(target), number))
