@@ -451,3 +451,20 @@ def test_seq2seq_with_attention_learns_to_reverse_sequences():
                         method=model.beam_search)  # fmt: skip
     exact = np.all((np.asarray(beams.tokens[:, 0]) == targets) | (np.asarray(weights) == 0), 1)
     assert exact.mean() >= 0.95, exact.mean()
+
+
+def test_generator_beam_of_one_is_its_greedy_output_with_its_log_probability():
+    model = models.SequenceGenerator(num_outputs=V, embed_size=8, hidden_size=8, start_token=0)
+    params = model.init(KEY, CONTEXT, TOKENS)
+    greedy = np.asarray(model.apply(params, CONTEXT, 8, method=model.generate))
+    beams = model.apply(params, CONTEXT, beam_size=1, max_length=8, end_token=1,
+                        method=model.beam_search)  # fmt: skip
+    for row in range(len(greedy)):
+        ends = list(greedy[row]).index(1) + 1 if 1 in greedy[row] else 8
+        np.testing.assert_array_equal(beams.tokens[row, 0, :ends], greedy[row, :ends])
+        logits = model.apply(params, CONTEXT[row : row + 1], greedy[row : row + 1, :ends])[0]
+        log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), greedy[row, :ends, None], 1)
+        np.testing.assert_allclose(beams.log_probs[row, 0], log_prob.sum(), rtol=1e-5)
+    with pytest.raises(ValueError, match="beam_search needs token outputs"):
+        vectors = models.SequenceGenerator(num_outputs=3, tokens=False)
+        vectors.apply(vectors.init(KEY, CONTEXT, FEATURES), CONTEXT, method=vectors.beam_search)

@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
 
@@ -22,7 +23,8 @@ class SequenceGenerator(nn.Module):
     the embedding of the previous symbol (``start_token`` first); with ``tokens=False`` they are
     real vectors of size ``num_outputs`` and each step reads the previous vector (zeros first).
     Training uses teacher forcing (:meth:`__call__` with the targets); inference feeds the
-    model's own outputs back (:meth:`generate`: greedy, or sampled at a temperature).
+    model's own outputs back (:meth:`generate`: greedy, or sampled at a temperature;
+    :meth:`beam_search` for token outputs).
     Dropout (``dropout_rate``) is applied to the decoder inputs and before the head.
     """
 
@@ -109,3 +111,28 @@ class SequenceGenerator(nn.Module):
             self._step, self._initial_states(context), first, num_steps, feedback, rng
         )
         return choices
+
+    def beam_search(
+        self,
+        context: Array,
+        *,
+        beam_size: int = 5,
+        max_length: int = 20,
+        end_token: int = 1,
+        alpha: float = 0.0,
+    ) -> decoding.Beams:
+        """Beam search over token outputs (:func:`recur.models.decoding.beam_search`), best
+        first; width 1 with ``alpha=0`` is :meth:`generate`'s greedy output cut at
+        ``end_token``."""
+        if not self.tokens:
+            raise ValueError("beam_search needs token outputs (tokens=True)")
+
+        def step(states, tokens):
+            states, hidden = self._step(states, self._read(tokens))
+            log_probs = jax.nn.log_softmax(dense(self.head, hidden).astype(jnp.float32))
+            return states, log_probs, ()
+
+        return decoding.beam_search(
+            step, self._initial_states(context), start_token=self.start_token,
+            end_token=end_token, beam_size=beam_size, max_length=max_length, alpha=alpha,
+        )  # fmt: skip
