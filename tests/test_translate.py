@@ -143,13 +143,16 @@ def test_command_line_trains_reports_bleu_and_translates(tmp_path):
     assert missing.returncode == 1 and "holds no translation run" in missing.stderr
 
 
-def test_one_train_step_changes_every_parameter(tmp_path):
+def smoke_task(tmp_path, pairs):
+    """``(config, task)`` of the smoke config on ``pairs`` written to a file."""
     config = translate_config.get_config("smoke")
-    pairs = [(f"i am w{i}.", f"je suis m{i}.") for i in range(40)]
     config.data.path = str(write_pairs(tmp_path / "pairs.txt", pairs))
     config.data.valid_fraction = config.data.test_fraction = 0.1
-    prepared = train.prepare(config)
-    task = train.build_task(config, prepared)
+    return config, train.build_task(config, train.prepare(config))
+
+
+def test_one_train_step_changes_every_parameter(tmp_path):
+    config, task = smoke_task(tmp_path, [(f"i am w{i}.", f"je suis m{i}.") for i in range(40)])
     optimizer, _ = make_optimizer(config.optim, 10)
     params = task.init_params(jax.random.key(0))
     state = TrainState.create(apply_fn=task.model.apply, params=params, tx=optimizer,
@@ -162,12 +165,8 @@ def test_one_train_step_changes_every_parameter(tmp_path):
 
 
 def test_target_padding_never_counts_in_the_loss(tmp_path):
-    config = translate_config.get_config("smoke")
     pairs = [(f"i am w{i} w{i % 3}.", f"je suis m{i}.") for i in range(40)]
-    config.data.path = str(write_pairs(tmp_path / "pairs.txt", pairs))
-    config.data.valid_fraction = config.data.test_fraction = 0.1
-    prepared = train.prepare(config)
-    task = train.build_task(config, prepared)
+    _, task = smoke_task(tmp_path, pairs)
     params = task.init_params(jax.random.key(0))
     batch = task.train_batch(0)
     extra = 3  # the same batch padded 3 tokens longer, with junk where the weights are 0
