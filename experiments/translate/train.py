@@ -47,8 +47,10 @@ class Prepared:
 
 def lengths_for(config) -> tuple[int, int]:
     """Padded lengths: source tokens, target tokens plus ``<eos>``."""
-    cap = translation.TUTORIAL_MAX_WORDS - 1 if config.data.subset == "tutorial" else None
-    cap = cap or config.data.max_tokens
+    if config.data.subset == "tutorial":
+        cap = translation.TUTORIAL_MAX_WORDS - 1
+    else:
+        cap = config.data.max_tokens
     return cap, cap + 1
 
 
@@ -195,10 +197,9 @@ def derive_schedule(config, num_train: int) -> int:
 class Translator:
     """Jitted greedy and beam-search decoding of a trained model, in batches of fixed shape."""
 
-    def __init__(self, config, model: models.Seq2Seq, params, source_length: int,
-                 target_length: int, batch_size: int = 128):  # fmt: skip
-        self.config, self.batch_size = config, batch_size
-        self.source_length, self.target_length = source_length, target_length
+    def __init__(self, config, model: models.Seq2Seq, params, target_length: int,
+                 batch_size: int = 128):  # fmt: skip
+        self.batch_size = batch_size
         variables = {"params": params}
         decode = config.decode
 
@@ -291,8 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return evaluate(state, batches, mesh, summarize)
 
     valid, test = perplexity("valid"), perplexity("test")
-    translator = Translator(config, task.model, params, prepared.source_length,
-                            prepared.target_length)  # fmt: skip
+    translator = Translator(config, task.model, params, prepared.target_length)
     test_arrays, test_pairs = prepared.arrays["test"], prepared.splits["test"]
     source, lengths = test_arrays["source"], test_arrays["source_lengths"]
     translator.greedy(source[:1], lengths[:1])  # compile before timing

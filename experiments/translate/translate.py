@@ -67,8 +67,7 @@ def main(argv):
         arrays = translation.encode(pairs, prepared.source_vocab, prepared.target_vocab,
                                     prepared.source_length, prepared.target_length)  # fmt: skip
         translator = train.Translator(
-            config, model, params, prepared.source_length, prepared.target_length,
-            batch_size=len(sentences),
+            config, model, params, prepared.target_length, batch_size=len(sentences),
         )  # fmt: skip
         source, lengths = arrays["source"], arrays["source_lengths"]
         if FLAGS.greedy:
