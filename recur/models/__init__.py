@@ -3,10 +3,12 @@
 * one-to-one: :class:`FeedForward` (a baseline of similar size)
 * many-to-one: :class:`SequenceClassifier`
 * many-to-many: :class:`SequenceTagger`, :class:`LanguageModel`
-* one-to-many: :class:`SequenceGenerator`
+* one-to-many: :class:`SequenceGenerator`; on images, :class:`ImageCaptioner`
+  (an :class:`ImageEncoder` starts the generator)
 * encoder-decoder: :class:`Seq2Seq` (attention: none | bahdanau | luong_dot | luong_general)
 """
 
+from recur.models.captioner import ImageCaptioner, ImageEncoder
 from recur.models.classifier import FeedForward, SequenceClassifier, SequenceTagger
 from recur.models.generator import SequenceGenerator
 from recur.models.language_model import LanguageModel
@@ -15,6 +17,8 @@ from recur.models.seq2seq import Seq2Seq
 
 __all__ = [
     "FeedForward",
+    "ImageCaptioner",
+    "ImageEncoder",
     "LanguageModel",
     "Recurrent",
     "Seq2Seq",

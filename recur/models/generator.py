@@ -26,6 +26,9 @@ class SequenceGenerator(nn.Module):
     model's own outputs back (:meth:`generate`: greedy, or sampled at a temperature;
     :meth:`beam_search` for token outputs).
     Dropout (``dropout_rate``) is applied to the decoder inputs and before the head.
+    With ``feed_context=True`` every step also reads ``Dense(embed_size)(context)`` beside
+    its input (Vinyals et al. 2015 feed the image once; Mao et al. 2015 at every step); the
+    projection rides in the decoder's carry, so beam search repeats it with the states.
     """
 
     num_outputs: int
@@ -37,11 +40,15 @@ class SequenceGenerator(nn.Module):
     start_token: int = 0
     dropout_rate: float = 0.0
     cell_options: Mapping[str, Any] = FrozenDict()
+    feed_context: bool = False
 
     def setup(self):
         self.cells = [cells_lib.get(self.cell, self.hidden_size, **self.cell_options)]
         self.cells = self.cells * self.num_layers
         input_size = self.embed_size if self.tokens else self.num_outputs
+        if self.feed_context:
+            input_size += self.embed_size
+            self.context_input = nn.Dense(self.embed_size)
         self.decoder = self.param(
             "decoder", lambda key: scan.init_stacked(self.cells, key, input_size)
         )
@@ -66,12 +73,23 @@ class SequenceGenerator(nn.Module):
             for layer in range(self.num_layers)
         ]
 
+    def _initial_carry(self, context: Array):
+        """The decoder's carry: the layers' states, and the fed context when it is fed."""
+        states = self._initial_states(context)
+        return (states, self.context_input(context)) if self.feed_context else states
+
     def _read(self, previous: Array) -> Array:
         """The decoder input made from a previous output (token ids or vectors)."""
         return self.embedding[previous] if self.tokens else previous
 
-    def _step(self, states, x):
-        return scan.stacked_step(self.cells, self.decoder, states, x)
+    def _step(self, carry, x):
+        if not self.feed_context:
+            return scan.stacked_step(self.cells, self.decoder, carry, x)
+        states, fed = carry
+        states, y = scan.stacked_step(
+            self.cells, self.decoder, states, jnp.concatenate([x, fed.astype(x.dtype)], -1)
+        )
+        return (states, fed), y
 
     def __call__(self, context: Array, targets: Array, *, deterministic: bool = True) -> Array:
         """Teacher forcing: ``targets [B, T]`` int or ``[B, T, num_outputs]`` -> outputs
@@ -82,7 +100,7 @@ class SequenceGenerator(nn.Module):
             start = jnp.zeros_like(targets[:, :1])
         previous = jnp.concatenate([start, targets[:, :-1]], axis=1)
         inputs = self.dropout(self._read(previous), deterministic=deterministic)
-        hidden, _ = decoding.teacher_forced(self._step, self._initial_states(context), inputs)
+        hidden, _ = decoding.teacher_forced(self._step, self._initial_carry(context), inputs)
         hidden = self.dropout(hidden, deterministic=deterministic)
         return dense(self.head, hidden)
 
@@ -108,7 +126,7 @@ class SequenceGenerator(nn.Module):
             return choice, self._read(choice)
 
         choices, _, _ = decoding.free_running(
-            self._step, self._initial_states(context), first, num_steps, feedback, rng
+            self._step, self._initial_carry(context), first, num_steps, feedback, rng
         )
         return choices
 
@@ -133,6 +151,6 @@ class SequenceGenerator(nn.Module):
             return states, log_probs, ()
 
         return decoding.beam_search(
-            step, self._initial_states(context), start_token=self.start_token,
+            step, self._initial_carry(context), start_token=self.start_token,
             end_token=end_token, beam_size=beam_size, max_length=max_length, alpha=alpha,
         )  # fmt: skip
