@@ -98,7 +98,7 @@ def test_bad_config_on_the_command_line_is_one_line_and_exit_1(tmp_path):
     ]
 
 
-EXPERIMENTS = ["probes", "compare", "lm", "sentiment", "timeseries"]
+EXPERIMENTS = ["probes", "compare", "lm", "sentiment", "timeseries", "translate", "caption"]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -120,6 +120,21 @@ def test_config_typo_is_one_line_naming_the_field(experiment, capsys):
         assert stop.value.code == 1
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: " + expected), lines
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_unknown_config_variant_is_one_line_naming_the_flag(experiment, capsys):
+    config = f"--config=experiments/{experiment}/config.py:smoke,nope"
+    argv = ["main", config]
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values, lock_config=True, sys_argv=argv)
+    with pytest.raises(SystemExit) as stop:
+        parse_flags(argv, flag_values)
+    assert stop.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: {config}: unknown config variant 'nope'; use smoke"
+    ), lines  # the config file's error, not ml_collections' traceback
 
 
 @pytest.mark.parametrize(

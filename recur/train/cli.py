@@ -47,6 +47,12 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
         return flag_values(argv)
     except flags.Error as error:
         message = str(error)
+        # A config file that raised while loading: ml_collections quotes the whole traceback.
+        failed = re.match(r"flag (\S+): Error whilst parsing config file:.*\n(\w+): (.*)$",
+                          message.strip(), re.DOTALL)  # fmt: skip
+        if failed:
+            flag, kind, text = failed.groups()
+            message = f"{flag}: " + (text if kind == "ValueError" else f"{kind}: {text}")
     except (AttributeError, KeyError) as error:  # an override naming a field not in the config
         text = str(error).replace("\\'", "'").replace("\\n", " ")
         field = re.search(r"'(\w+)'", text)
