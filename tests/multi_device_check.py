@@ -1,9 +1,9 @@
 """Run by tests/test_train.py in a process of its own (two JAX CPU devices, set before JAX
 starts): every experiment's smoke task trained by ``recur.train.fit`` with its batches split
 over 2 devices gives the loss trajectory of 1 device, with the LM's carried state and padded
-evaluation batches (one stream split over two devices), the sentiment task's weight-0 rows
-and the time series' one evaluation batch of odd size; dropout runs on 2 devices repeat
-exactly.
+evaluation batches (one stream split over two devices), the sentiment task's weight-0 rows,
+the time series' one evaluation batch of odd size, translation's per-token weights and the
+captioner's odd validation batch; dropout runs on 2 devices repeat exactly.
 
 Prints one JSON line: {experiment: {"max_rel_error": ..., "steps": ..., ...}}.
 """
@@ -19,6 +19,10 @@ jax.config.update("jax_num_cpu_devices", 2)
 
 import numpy as np  # noqa: E402
 
+from test_probes import fake_mnist  # noqa: E402
+
+from experiments.caption import config as caption_config  # noqa: E402
+from experiments.caption import train as caption_train  # noqa: E402
 from experiments.lm import config as lm_config  # noqa: E402
 from experiments.lm import train as lm_train  # noqa: E402
 from experiments.probes import config as probe_config  # noqa: E402
@@ -27,6 +31,8 @@ from experiments.sentiment import config as sentiment_config  # noqa: E402
 from experiments.sentiment import train as sentiment_train  # noqa: E402
 from experiments.timeseries import config as ts_config  # noqa: E402
 from experiments.timeseries import train as ts_train  # noqa: E402
+from experiments.translate import config as translate_config  # noqa: E402
+from experiments.translate import train as translate_train  # noqa: E402
 from recur.train import fit  # noqa: E402
 from recur.train.loop import evaluate  # noqa: E402
 from recur.train.sharding import make_mesh  # noqa: E402
@@ -144,6 +150,31 @@ def main(root: pathlib.Path) -> None:
         return config, ts_train.build_task(config, prepared)
 
     report["timeseries"] = compare(timeseries, root, "timeseries")
+
+    def translate(workdir):
+        nouns = [("cold", "froid"), ("tall", "grand"), ("happy", "heureux"), ("here", "là")]
+        pairs = [(f"{e} {w}.", f"{f} {x}.") for e, f in (("i am", "je suis"), ("he is", "il est"),
+                 ("we are", "nous sommes")) for w, x in nouns]  # fmt: skip
+        (root / "pairs.txt").write_text("".join(f"{e}\t{f}\n" for e, f in pairs * 4))
+        config = translate_config.get_config("smoke")
+        config.data.path = str(root / "pairs.txt")
+        config.data.valid_fraction = config.data.test_fraction = 0.2
+        config.model.dropout_rate = 0.0
+        config.batch_size = 4
+        return config, translate_train.build_task(config, translate_train.prepare(config))
+
+    report["translate"] = compare(translate, root, "translate")
+
+    def caption(workdir):
+        (root / "mnist").mkdir(exist_ok=True)
+        fake_mnist(root / "mnist")
+        config = caption_config.get_config("number,smoke")
+        config.data.mnist_dir = str(root / "mnist")
+        config.data.num_valid = 41  # one batch of odd size: padded with a weight-0 row
+        config.model.dropout_rate = 0.0
+        return config, caption_train.build_task(config, caption_train.prepare(config))
+
+    report["caption"] = compare(caption, root, "caption")
     print(json.dumps(report))
 
 

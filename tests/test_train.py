@@ -235,7 +235,7 @@ def test_every_experiment_on_two_devices_matches_one_device():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(report) == {"probes_adding", "lm", "sentiment", "timeseries"}
+    assert set(report) == {"probes_adding", "lm", "sentiment", "timeseries", "translate", "caption"}
     for name, record in report.items():
         # Sums in another order: float32 rounding only.
         assert record["max_rel_error"] < 2e-5, (name, record)

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from recur.fused import match_varying
 from recur.types import Array, PRNGKey
 
 Carry = Any
@@ -24,7 +25,10 @@ def _batch_major(tree: Any) -> Any:
 
 
 def teacher_forced(step: DecoderStep, carry: Carry, inputs: Array) -> tuple[Array, Carry]:
-    """Runs ``step`` on given inputs ``[B, T, ...]``; returns ``(outputs [B, T, ...], carry)``."""
+    """Runs ``step`` on given inputs ``[B, T, ...]``; returns ``(outputs [B, T, ...], carry)``.
+    Inside ``jax.shard_map`` a carry made of zeros is cast to vary over the mesh axes as the
+    inputs do (the scan's carry must keep one type)."""
+    carry = match_varying(carry, inputs)
     carry, outputs = jax.lax.scan(step, carry, jnp.swapaxes(inputs, 0, 1))
     return _batch_major(outputs), carry
 
@@ -59,6 +63,7 @@ def free_running(
       ``(choices [B, T, ...], outputs [B, T, ...], final carry)``.
     """
     keys = None if rng is None else jax.random.split(rng, num_steps)
+    carry, first_input = match_varying((carry, first_input), jax.tree.leaves(carry)[0])
 
     def body(loop_carry, key):
         carry, x = loop_carry
