@@ -18,7 +18,6 @@ import jax
 jax.config.update("jax_num_cpu_devices", 2)
 
 import numpy as np  # noqa: E402
-
 from test_probes import fake_mnist  # noqa: E402
 
 from experiments.caption import config as caption_config  # noqa: E402

@@ -99,7 +99,9 @@ def test_caption_encoding_ends_with_eos_and_weights_only_the_caption():
     eos = vocab.ids[captions.EOS]
     assert vocab.decode(encoded["targets"][0, :4]) == "four thousand twelve".split()[:3] + ["<eos>"]
     np.testing.assert_array_equal(encoded["targets"][1], [vocab.ids["nine"], eos, 0, 0, 0, 0, 0])
-    np.testing.assert_array_equal(encoded["weights"], [[1, 1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        encoded["weights"], [[1, 1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0]]
+    )
     digits = captions.encode_captions(strips, "digits", vocab, 5)
     assert vocab.decode(digits["targets"][0]) == ["four", "zero", "one", "two", "<eos>"]
 
@@ -220,7 +222,9 @@ def test_command_line_trains_scores_draws_and_predicts(tmp_path):
         assert set(results[name]["exact_match_by_digits"]) == {"1", "2", "3", "4"}
         assert 0 <= results[name]["word_accuracy"] <= 1
     assert results["num_params"] > 0 and results["command"].startswith("python -m")
-    rows = [json.loads(line) for line in (workdir / "valid_captions.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (workdir / "valid_captions.jsonl").read_text().splitlines()
+    ]
     assert [row["step"] for row in rows] == [3, 6]
     for png in ("samples.png", "learning_curve.png"):
         assert (workdir / png).stat().st_size > 1000

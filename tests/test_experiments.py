@@ -127,7 +127,9 @@ def test_unknown_config_variant_is_one_line_naming_the_flag(experiment, capsys):
     config = f"--config=experiments/{experiment}/config.py:smoke,nope"
     argv = ["main", config]
     flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values, lock_config=True, sys_argv=argv)
+    config_flags.DEFINE_config_file(
+        "config", None, "", flag_values, lock_config=True, sys_argv=argv
+    )
     with pytest.raises(SystemExit) as stop:
         parse_flags(argv, flag_values)
     assert stop.value.code == 1

@@ -78,7 +78,9 @@ def main(argv):
         else:
             test = train.prepare(config).held_out["test"]
             if not 0 <= FLAGS.index < len(test["images"]):
-                raise ValueError(f"--index must be in [0, {len(test['images'])}), got {FLAGS.index}")
+                raise ValueError(
+                    f"--index must be in [0, {len(test['images'])}), got {FLAGS.index}"
+                )
             image = test["images"][FLAGS.index]
             truth = " ".join(train.words(test["targets"][FLAGS.index]))
             if FLAGS.save:

@@ -68,8 +68,9 @@ def prepare(config: ml_collections.ConfigDict) -> Prepared:
         )
     digits, notes = captions.load_digits(data.mnist_dir, data.valid_fraction)
     held_out = {
-        name: labelled_strips(config, np.random.default_rng([HELD_OUT_SEED, i]), digits[name],
-                              count)  # fmt: skip
+        name: labelled_strips(
+            config, np.random.default_rng([HELD_OUT_SEED, i]), digits[name], count
+        )  # fmt: skip
         for i, (name, count) in enumerate((("valid", data.num_valid), ("test", data.num_test)))
     }
     notes.append(
@@ -168,13 +169,19 @@ class Captioner:
         self.batch_size = batch_size
         decode = config.decode
         self._greedy = jax.jit(
-            lambda params, images: model.apply({"params": params}, images, length,
-                                               method=model.generate)  # fmt: skip
+            lambda params, images: model.apply(
+                {"params": params}, images, length, method=model.generate
+            )  # fmt: skip
         )
         self._beam = jax.jit(
             lambda params, images: model.apply(
-                {"params": params}, images, beam_size=decode.beam_size, max_length=length,
-                end_token=EOS_ID, alpha=decode.alpha, method=model.beam_search,
+                {"params": params},
+                images,
+                beam_size=decode.beam_size,
+                max_length=length,
+                end_token=EOS_ID,
+                alpha=decode.alpha,
+                method=model.beam_search,
             )  # fmt: skip
         )
 
@@ -268,10 +275,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = TrainState.create(apply_fn=task.model.apply, params=params, tx=optax.identity(),
                               loss_fn=task.loss_fn)  # fmt: skip
     batch = as_batch(test)
-    teacher_forced = evaluate(
-        state, [{k: v[i : i + 500] for k, v in batch.items()} for i in range(0, len(test["images"]), 500)],
-        mesh, task.summarize,
-    )  # fmt: skip
+    batches = [
+        {k: v[i : i + 500] for k, v in batch.items()} for i in range(0, len(batch["images"]), 500)
+    ]
+    teacher_forced = evaluate(state, batches, mesh, task.summarize)
     captioner = Captioner(config, task.model, prepared.length)
     references = [words(row) for row in test["targets"]]
     decoded, decode_seconds = {}, {}

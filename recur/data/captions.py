@@ -90,7 +90,8 @@ class DigitImages:
         self._counts = np.bincount(self.labels, minlength=10)
         if (self._counts == 0).any():
             missing = np.flatnonzero(self._counts == 0).tolist()
-            raise ValueError(f"no images of digit(s) {missing} in a split of {len(self.labels)} images")
+            count = len(self.labels)
+            raise ValueError(f"no images of digit(s) {missing} in a split of {count} images")
         self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]])
 
     def draw(self, rng: np.random.Generator, digits: np.ndarray) -> np.ndarray:
