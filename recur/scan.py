@@ -17,6 +17,10 @@ from recur.cells.base import Cell
 from recur.types import Array, Params, PRNGKey, State
 
 MERGES = ("concat", "sum")
+# How unroll runs a cell over time: ``sequential`` (jax.lax.scan over cell.step) or
+# ``associative`` (jax.lax.associative_scan over the (a, b) pairs of a cell with a
+# LinearRecurrence: O(log T) depth instead of T).
+SCAN_KINDS = ("sequential", "associative")
 
 
 def default_hoist_projection() -> bool:
@@ -110,6 +114,7 @@ def unroll(
     hoist_projection: bool | None = None,
     perturbations: State | None = None,
     fused: bool | None = None,
+    scan_kind: str | None = None,
 ) -> tuple[Array, State]:
     """Runs ``cell`` over the time axis of ``xs``.
 
@@ -141,6 +146,11 @@ def unroll(
         matmul after the backward scan); same values and gradients. Not combined with
         ``remat``, ``perturbations`` or ``unroll``. Default (None): :func:`default_fused` where
         none of those is set, else False. Pass False for ``jax.jvp`` / ``jax.jacfwd``.
+      scan_kind: ``sequential`` or ``associative`` (:data:`SCAN_KINDS`). Default (None):
+        ``associative`` for cells with a ``linear`` recurrence (mingru, minlstm, lru) unless
+        ``perturbations`` are given, else ``sequential``. ``associative`` computes every step's
+        ``(a, b)`` at once and combines them with ``jax.lax.associative_scan``; padding steps
+        are the identity ``(1, 0)``, and ``remat`` rematerialises the whole pass.
 
     Inside ``jax.shard_map`` with the batch split over a mesh axis, the carry and the params are
     cast to vary over that axis before the scan, so the params' gradient is summed over the
@@ -161,6 +171,23 @@ def unroll(
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
         mask = (jnp.arange(num_steps)[:, None] < seq_lengths[None, :])[..., None]
+    if scan_kind is None:
+        linear = cell.linear is not None and perturbations is None
+        scan_kind = "associative" if linear else "sequential"
+    if scan_kind not in SCAN_KINDS:
+        raise ValueError(f"unknown scan_kind {scan_kind!r}; available: {', '.join(SCAN_KINDS)}")
+    if scan_kind == "associative":
+        if cell.linear is None:
+            raise ValueError(f"scan_kind='associative' needs a cell with a linear recurrence; "
+                             f"{cell.name} has none")  # fmt: skip
+        if perturbations is not None or fused:
+            raise ValueError("scan_kind='associative' does not combine with perturbations or fused")
+        run = (
+            jax.checkpoint(_associative_unroll, static_argnums=(0, 5))
+            if remat
+            else _associative_unroll
+        )
+        return run(cell, params, xs, initial_state, seq_lengths, reverse)
     if hoist_projection is None:
         hoist_projection = default_hoist_projection()
     if fused is None:
@@ -198,6 +225,50 @@ def unroll(
     final_state, ys = jax.lax.scan(
         body, initial_state, (xs, mask, perturbations), reverse=reverse, unroll=unroll
     )
+    return jnp.swapaxes(ys, 0, 1), final_state
+
+
+def _combine(earlier, later):
+    """The composition of two steps ``s -> a s + b``: first ``earlier``, then ``later``."""
+    a_i, b_i = earlier
+    a_j, b_j = later
+    return a_j * a_i, a_j * b_i + b_j
+
+
+def _associative_unroll(
+    cell: Cell, params: Params, xs: Array, initial_state: State, seq_lengths, reverse: bool
+) -> tuple[Array, State]:
+    """:func:`unroll` of a cell with a linear recurrence by ``jax.lax.associative_scan``."""
+    recurrence = cell.linear
+    batch_size, num_steps, _ = xs.shape
+    x_proj = cell.project(params, jnp.swapaxes(xs, 0, 1))  # [T, B, G]
+    a, b = recurrence.coefficients(params, x_proj)  # each [T, B, N]
+    mask = None
+    if seq_lengths is not None:
+        mask = (jnp.arange(num_steps)[:, None] < seq_lengths[None, :])[..., None]  # [T, B, 1]
+        a = jnp.where(mask, a, jnp.ones_like(a))  # padding: the identity step
+        b = jnp.where(mask, b, jnp.zeros_like(b))
+    first = num_steps - 1 if reverse else 0  # the step that reads the initial state
+    s0 = recurrence.linear_state(initial_state).astype(b.dtype)
+    b = b.at[first].add(a[first] * s0)
+    _, s = jax.lax.associative_scan(_combine, (a, b), axis=0, reverse=reverse)  # [T, B, N]
+    states, ys = recurrence.readout(params, s, x_proj)
+    # The final state is the state after the last step read: the last valid one going forward,
+    # step 0 going backward.
+    if reverse:
+        last = jnp.zeros((batch_size,), jnp.int32)
+    elif seq_lengths is None:
+        last = jnp.full((batch_size,), num_steps - 1)
+    else:
+        last = jnp.maximum(seq_lengths - 1, 0)
+    rows = jnp.arange(batch_size)
+    final_state = jax.tree.map(lambda leaf: leaf[last, rows], states)
+    if mask is not None:
+        ys = jnp.where(mask, ys, jnp.zeros_like(ys))
+        ran = (seq_lengths > 0)[:, None]  # lengths clipped to 0 under jit: no step ran
+        final_state = jax.tree.map(
+            lambda new, old: jnp.where(ran, new, old.astype(new.dtype)), final_state, initial_state
+        )
     return jnp.swapaxes(ys, 0, 1), final_state
 
 

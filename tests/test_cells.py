@@ -20,6 +20,9 @@ CELLS_UNDER_TEST = [
     ("lstm", {}),
     ("gru", {"variant": "reset_after"}),
     ("gru", {"variant": "reset_before"}),
+    ("mingru", {}),
+    ("minlstm", {}),
+    ("lru", {"r_min": 0.5, "r_max": 0.99}),
 ]
 IDS = [f"{name}-{'-'.join(map(str, options.values())) or 'default'}" for name, options in
        CELLS_UNDER_TEST]  # fmt: skip
@@ -86,6 +89,24 @@ def numpy_reference(name, options, params, xs):
             o = _sigmoid(x @ w_o + h @ u_o + b_o)
             c = f * c + i * g
             h = o * np.tanh(c)
+        elif name == "mingru":  # Feng et al. 2024, eqs. of Section 3.1
+            w_z, w_h = np.split(p["w"], 2, axis=1)
+            b_z, b_h = np.split(p["b"], 2)
+            z = _sigmoid(x @ w_z + b_z)
+            h = (1 - z) * h + z * (x @ w_h + b_h)
+        elif name == "minlstm":  # Section 3.2, length-independent (normalised gates)
+            w_f, w_i, w_h = np.split(p["w"], 3, axis=1)
+            b_f, b_i, b_h = np.split(p["b"], 3)
+            f, i = _sigmoid(x @ w_f + b_f), _sigmoid(x @ w_i + b_i)
+            h = f / (f + i) * h + i / (f + i) * (x @ w_h + b_h)
+        elif name == "lru":  # Orvieto et al. 2023, eqs. (1) and Section 3
+            lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
+            if t == 0:
+                state = np.zeros((xs.shape[0], len(lam)), complex)
+            bu = x @ (p["b_re"] + 1j * p["b_im"])
+            state = lam * state + np.exp(p["gamma_log"]) * bu
+            skip = x * p["d"] if p["d"].ndim == 1 else x @ p["d"]
+            h = (state @ (p["c_re"] + 1j * p["c_im"])).real + skip
         else:
             w_r, w_z, w_n = np.split(p["w_ih"], 3, axis=1)
             u_r, u_z, u_n = np.split(p["w_hh"], 3, axis=1)

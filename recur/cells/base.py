@@ -12,6 +12,9 @@ params pytree (a plain dict of arrays):
   ``x_proj`` is batch.
 * ``gates(params, state, x_proj) -> {name: [..., H]}`` (gated cells only, else None): the gate
   activations ``step`` would use, for diagnostics.
+* ``linear`` (cells whose state is linear in the previous state, else None): a
+  :class:`LinearRecurrence`, which lets :func:`recur.unroll` compute all steps at once with a
+  parallel (associative) scan; ``step`` stays the reference it is tested against.
 
 Cells never loop over time: unrolling lives in :mod:`recur.scan`.
 """
@@ -23,6 +26,24 @@ import jax
 import jax.numpy as jnp
 
 from recur.types import Array, Params, PRNGKey, State
+
+
+class LinearRecurrence(NamedTuple):
+    """A cell whose linear state ``s_t = a_t ⊙ s_{t-1} + b_t`` (real or complex, elementwise)
+    holds everything it carries, with ``a_t`` and ``b_t`` functions of the input alone.
+
+    * ``coefficients(params, x_proj) -> (a, b)``: over any leading axes, each shaped as ``s``.
+    * ``linear_state(state) -> s``: the linear state held in a cell state.
+    * ``readout(params, s, x_proj) -> (state, output)``: the cell state and the output of a
+      step that reached ``s`` while reading ``x_proj`` (over any leading axes).
+
+    ``step(params, state, x_proj)`` must equal ``readout(params, a * linear_state(state) + b,
+    x_proj)`` with ``a, b = coefficients(params, x_proj)``.
+    """
+
+    coefficients: Callable[[Params, Array], tuple[Array, Array]]
+    linear_state: Callable[[State], Array]
+    readout: Callable[[Params, Array, Array], tuple[State, Array]]
 
 
 class Cell(NamedTuple):
@@ -56,6 +77,8 @@ class Cell(NamedTuple):
     # the reset gate): ``recurrent_cotangent(residuals, d_x_proj) -> d_r``, also on arrays
     # stacked over steps. :mod:`recur.fused` then keeps only ``d_x_proj`` for every step.
     recurrent_cotangent: Callable[[Any, Array], Array] | None = None
+    # Optional, for cells linear in their state (mingru, minlstm, lru): see LinearRecurrence.
+    linear: LinearRecurrence | None = None
 
 
 _REGISTRY: dict[str, Callable[..., Cell]] = {}
