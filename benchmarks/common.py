@@ -94,6 +94,8 @@ RECUR_VARIANT_WORDS = {
     "inside": ("hoist_projection", False),  # input matmul inside each step
     "remat": ("remat", True),
     "split": ("split", True),
+    "sequential": ("scan_kind", "sequential"),  # jax.lax.scan over the cell's step
+    "associative": ("scan_kind", "associative"),  # the parallel path of mingru, minlstm, lru
 }
 
 

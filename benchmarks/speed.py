@@ -3,6 +3,8 @@
   python -m benchmarks.speed --out=/tmp/speed
   python -m benchmarks.speed --cells=lstm --configs=32x1000x128x256 --steps=10 --out=/tmp/speed
   python -m benchmarks.speed --cpus=1 --out=/tmp/speed_1core  # every implementation on one core
+  python -m benchmarks.speed --cells=mingru,minlstm,lru,gru,lstm --configs=16x1000x64x128 \
+      --sweep_lengths=100,300,1000,3000,10000 --impls=recur,recur_sequential --out=/tmp/par
 
 A step is forward + backward of one layer on ``[B, T, D]`` inputs with a loss that reads every
 output (``sum(outputs * cotangent)`` with a fixed random cotangent), giving gradients for every
@@ -17,7 +19,9 @@ Implementations (``--impls``): ``recur`` (:func:`recur.unroll`, backend defaults
 ``recur_autodiff`` (``fused=False``: autodiff of the scan), ``recur_fused`` (``fused=True``: the
 custom-VJP recurrence, :mod:`recur.fused`), ``recur_remat``; words after ``recur_`` combine, and
 ``hoisted`` / ``inside`` set where the input projection runs (``recur_fused_hoisted``,
-``recur_autodiff_inside``, ...: see ``benchmarks.common.RECUR_VARIANT_WORDS``); ``flax``
+``recur_autodiff_inside``, ...: see ``benchmarks.common.RECUR_VARIANT_WORDS``;
+``recur_sequential`` runs mingru, minlstm and lru by ``jax.lax.scan`` over their step instead
+of their default parallel path, ``recur_associative``); ``flax``
 (``nn.RNN`` with ``LSTMCell`` / ``GRUCell`` / ``SimpleCell``), ``flax_optimized`` (LSTM only:
 ``OptimizedLSTMCell``) and ``torch`` (``torch.nn.LSTM`` / ``GRU`` / ``RNN`` with
 ``--torch_threads`` on ``--torch_device``, cuDNN on a GPU; skipped with a note when torch is not
@@ -57,7 +61,8 @@ from benchmarks.common import (
 from recur.train import quiet_logs
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("cells", ["lstm", "gru", "rnn"], "Cells: lstm, gru, rnn (tanh).")
+CELLS = ("lstm", "gru", "rnn", "mingru", "minlstm", "lru")
+flags.DEFINE_list("cells", ["lstm", "gru", "rnn"], f"Cells: {', '.join(CELLS)} (rnn: tanh).")
 flags.DEFINE_list(
     "configs", ["32x100x128x256", "32x1000x128x256", "128x100x256x512"],
     "Configs BxTxDxH (batch, time steps, input features, hidden size).",
@@ -146,6 +151,8 @@ def build(impl, cell_name, config):
     """``(run, compile_seconds, memory_bytes)`` or None where ``impl`` lacks this cell."""
     batch, length, inputs, hidden = config
     if impl == "torch":
+        if cell_name not in ("lstm", "gru", "rnn"):
+            return None  # torch.nn has no minGRU, minLSTM or LRU
         return torch_impl(cell_name, batch, length, inputs, hidden, torch_device())
     if impl.startswith("flax"):
         optimized = impl == "flax_optimized"
@@ -218,9 +225,9 @@ def main(argv):
     try:
         configs = [parse_config(c) for c in FLAGS.configs]
         sweep = [int(t) for t in FLAGS.sweep_lengths]
-        unknown = sorted(set(FLAGS.cells) - {"lstm", "gru", "rnn"})
+        unknown = sorted(set(FLAGS.cells) - set(CELLS))
         if unknown:
-            raise ValueError(f"unknown cell {unknown[0]!r}; available: lstm, gru, rnn")
+            raise ValueError(f"unknown cell {unknown[0]!r}; available: {', '.join(CELLS)}")
         impls = list(FLAGS.impls)
         splits = False  # whether an implementation splits the batch over the devices
         for impl in impls:

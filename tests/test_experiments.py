@@ -93,7 +93,7 @@ def test_bad_config_on_the_command_line_is_one_line_and_exit_1(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: unknown task 'parity'; available: adding, copy, mnist_sequential, "
+        "error: unknown task 'parity'; available: adding, copy, selective_copy, mnist_sequential, "
         "mnist_permuted, mnist_rows"
     ]
 

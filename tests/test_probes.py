@@ -52,6 +52,29 @@ def test_copy_task_layout_and_memoryless_baseline(T):
     np.testing.assert_allclose(probes.copy_baseline(T), 10 * np.log(8) / (T + 20))
 
 
+@pytest.mark.parametrize("T", [16, 50])
+def test_selective_copy_layout_and_memoryless_baseline(T):
+    K = probes.SELECTIVE_LENGTH
+    batch = probes.selective_copy_batch(jax.random.key(1), 64, T)
+    inputs, targets = np.asarray(batch["inputs"]), np.asarray(batch["targets"])
+    assert inputs.shape == targets.shape == (64, T + K)
+    np.testing.assert_array_equal(inputs[:, T:], probes.SELECTIVE_MARKER)
+    np.testing.assert_array_equal(targets[:, :T], 0)
+    for row in range(64):  # the symbols, in order, wherever they sit among the blanks
+        noisy = inputs[row, :T]
+        np.testing.assert_array_equal(noisy[noisy != 0], targets[row, T:])
+    assert ((targets[:, T:] >= 1) & (targets[:, T:] <= 16)).all()
+    if T > K:  # positions differ between sequences
+        assert len({tuple(np.flatnonzero(row[:T])) for row in inputs}) > 32
+    logits = np.full((64, T + K, probes.SELECTIVE_VOCAB), -1e9)
+    logits[:, :T, probes.SELECTIVE_BLANK] = 0.0
+    logits[:, T:, 1:17] = 0.0
+    ce = optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits), targets).mean()
+    np.testing.assert_allclose(ce, probes.selective_copy_baseline(T), rtol=1e-5)
+    with pytest.raises(ValueError, match="it needs T >= 16, got T=15"):
+        probes.selective_copy_batch(jax.random.key(1), 2, 15)
+
+
 def write_idx(path: pathlib.Path, array: np.ndarray) -> None:
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     with gzip.open(path, "wb") as f:

@@ -1,7 +1,8 @@
 """Config of the long-term-dependency probes (``experiments/probes/main.py``).
 
 Variants, comma-separated in the config argument:
-  ``task=adding|copy|mnist_sequential|mnist_permuted|mnist_rows``, ``cell=rnn|lstm|gru|...``,
+  ``task=adding|copy|selective_copy|mnist_sequential|mnist_permuted|mnist_rows``,
+  ``cell=rnn|lstm|gru|mingru|minlstm|lru``,
   ``T=<sequence length>``, ``hidden=<hidden size>``, ``steps=<training steps>``, and ``smoke``
   (tiny and fast, for tests).
 
@@ -31,19 +32,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.task = ml_collections.ConfigDict()
-    # adding | copy | mnist_sequential | mnist_permuted | mnist_rows.
+    # adding | copy | selective_copy | mnist_sequential | mnist_permuted | mnist_rows.
     config.task.name = variant.get("task", "adding")
-    # Sequence length T of the adding problem and of the copy task's gap (MNIST: fixed by mode).
+    # Sequence length T of the adding problem, of the copy task's gap and of selective copying's
+    # noisy part (MNIST: fixed by mode).
     config.task.T = variant.get("T", 50)
     # Directory of MNIST IDX files (train-* and t10k-*; only t10k-*: an 8k/2k split of them).
     config.task.mnist_dir = "../shared/data/mnist"
     # MNIST source: "local" (IDX files in mnist_dir) or "tfds" (downloads when online).
     config.task.mnist_source = "local"
-    # Batches of generated data in the held-out evaluation set (adding, copy).
+    # Batches of generated data in the held-out evaluation set (adding, copies).
     config.task.eval_batches = 8
 
     config.model = ml_collections.ConfigDict()
-    # Cell name: rnn | lstm | gru (recur.cells.available()).
+    # Cell name: rnn | lstm | gru | mingru | minlstm | lru (recur.cells.available()).
     config.model.cell = variant.get("cell", "lstm")
     # Hidden size; with match_params it is the LSTM's, and other cells get the hidden size
     # that gives them about the LSTM's parameter count (Chung et al. 2014).
@@ -59,7 +61,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.forget_bias = 1.0
     # gru only: reset_after (cuDNN/flax) | reset_before (Cho et al. 2014).
     config.model.gru_variant = "reset_after"
-    # Embedding size of the copy task's symbols.
+    # lru only: the ring of the initial eigenvalues' moduli and their phases' range.
+    config.model.lru_r_min = 0.0
+    config.model.lru_r_max = 1.0
+    config.model.lru_max_phase = 6.283185307179586
+    # Embedding size of the copy tasks' symbols.
     config.model.embed_size = 16
     # Rematerialise each step in the backward pass (long sequences).
     config.model.remat = False

@@ -13,7 +13,7 @@ from recur import cells, models
 from recur.data import batching, probes
 from recur.train import Task, batch_mean, fit, sharding
 
-TASKS = ("adding", "copy", "mnist_sequential", "mnist_permuted", "mnist_rows")
+TASKS = ("adding", "copy", "selective_copy", "mnist_sequential", "mnist_permuted", "mnist_rows")
 
 
 def hidden_size(config: ml_collections.ConfigDict, input_size: int, output_size: int) -> int:
@@ -132,14 +132,20 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
 
         example, metric = jnp.zeros((1, T, 2)), "mse"
         baseline = {"mse": probes.ADDING_BASELINE_MSE}
-    elif name == "copy":
-        train_batch, eval_batches = _generated(probes.copy_batch, config, T)
+    elif name in ("copy", "selective_copy"):
+        copy = name == "copy"
+        batch_fn = probes.copy_batch if copy else probes.selective_copy_batch
+        vocab = probes.COPY_VOCAB if copy else probes.SELECTIVE_VOCAB
+        recall = probes.COPY_LENGTH if copy else probes.SELECTIVE_LENGTH
+        if not copy and T < probes.SELECTIVE_LENGTH:
+            raise ValueError(f"selective_copy needs task.T >= {recall}, got {T}")
+        train_batch, eval_batches = _generated(batch_fn, config, T)
         embed = model_config.embed_size
         model = models.SequenceTagger(
-            num_outputs=probes.COPY_VOCAB,
-            vocab_size=probes.COPY_VOCAB,
+            num_outputs=vocab,
+            vocab_size=vocab,
             embed_size=embed,
-            hidden_size=hidden_size(config, embed, probes.COPY_VOCAB),
+            hidden_size=hidden_size(config, embed, vocab),
             **common,
         )
 
@@ -148,12 +154,19 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
             logits = model.apply({"params": params}, batch["inputs"])
             targets = batch["targets"]
             ce = batch_mean(optax.softmax_cross_entropy_with_integer_labels(logits, targets), batch)
-            recalled = logits[:, -probes.COPY_LENGTH :].argmax(-1)
-            accuracy = batch_mean(recalled == targets[:, -probes.COPY_LENGTH :], batch)
+            recalled = logits[:, -recall:].argmax(-1)
+            accuracy = batch_mean(recalled == targets[:, -recall:], batch)
             return ce, {"cross_entropy": ce, "copy_accuracy": accuracy}
 
-        example, metric = jnp.zeros((1, T + 20), jnp.int32), "cross_entropy"
-        baseline = {"cross_entropy": probes.copy_baseline(T), "copy_accuracy": 1 / 8}
+        length = T + 20 if copy else T + probes.SELECTIVE_LENGTH
+        example, metric = jnp.zeros((1, length), jnp.int32), "cross_entropy"
+        if copy:
+            baseline = {"cross_entropy": probes.copy_baseline(T), "copy_accuracy": 1 / 8}
+        else:
+            baseline = {
+                "cross_entropy": probes.selective_copy_baseline(T),
+                "copy_accuracy": 1 / probes.SELECTIVE_SYMBOLS,
+            }
     else:
         train_batch, eval_batches, input_size, baseline, notes = _mnist(config)
         model = models.SequenceClassifier(

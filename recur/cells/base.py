@@ -128,16 +128,26 @@ def get(name: str, hidden_size: int, **options: Any) -> Cell:
 
 
 def options_from_config(model_config: Any) -> dict[str, Any]:
-    """The cell options an experiment's ``config.model`` sets for its ``cell``: every cell's
-    ``recurrent_init``, plus ``activation`` (rnn), ``forget_bias`` (lstm) or ``gru_variant``
-    (gru, passed as ``variant``)."""
-    options = {"recurrent_init": model_config.recurrent_init}
-    if model_config.cell == "rnn":
+    """The cell options an experiment's ``config.model`` sets for its ``cell``: the classic
+    cells' ``recurrent_init``, plus ``activation`` (rnn), ``forget_bias`` (lstm) or
+    ``gru_variant`` (gru, passed as ``variant``); the LRU's ring ``lru_r_min``,
+    ``lru_r_max`` and ``lru_max_phase`` where the config has them (else the cell's defaults).
+    minGRU and minLSTM take none (their forget bias stays the paper's 0)."""
+    cell = model_config.cell
+    options = {}
+    if cell in ("rnn", "lstm", "gru"):
+        options["recurrent_init"] = model_config.recurrent_init
+    if cell == "rnn":
         options["activation"] = model_config.activation
-    elif model_config.cell == "lstm":
+    elif cell == "lstm":
         options["forget_bias"] = model_config.forget_bias
-    elif model_config.cell == "gru":
+    elif cell == "gru":
         options["variant"] = model_config.gru_variant
+    elif cell == "lru":
+        for field, option in (("lru_r_min", "r_min"), ("lru_r_max", "r_max"),
+                              ("lru_max_phase", "max_phase")):  # fmt: skip
+            if field in model_config:
+                options[option] = model_config[field]
     return options
 
 

@@ -1,6 +1,6 @@
-"""Long-term-dependency probes: the adding problem, the copy task, and (sequential, permuted,
-row-by-row) MNIST. Generated batches are pure functions of a key, so a training batch is a
-function of the step number and resumed runs see the same data.
+"""Long-term-dependency probes: the adding problem, the copy task, selective copying, and
+(sequential, permuted, row-by-row) MNIST. Generated batches are pure functions of a key, so a
+training batch is a function of the step number and resumed runs see the same data.
 
 References:
   Hochreiter & Schmidhuber, "Long short-term memory", 1997 (adding problem).
@@ -8,6 +8,8 @@ References:
   units", 2015 (adding problem, sequential and permuted MNIST).
   Arjovsky, Shah & Bengio, "Unitary evolution recurrent neural networks", ICML 2016 (copy
   task, adding problem).
+  Gu & Dao, "Mamba: linear-time sequence modeling with selective state spaces",
+  arXiv:2312.00752, 2023 (selective copying).
 """
 
 import gzip
@@ -67,6 +69,42 @@ def copy_batch(key: PRNGKey, batch_size: int, num_steps: int) -> dict[str, Array
     lead = jnp.zeros((batch_size, num_steps + COPY_LENGTH), symbols.dtype)
     targets = jnp.concatenate([lead, symbols], axis=1)
     return {"inputs": inputs, "targets": targets}
+
+
+SELECTIVE_SYMBOLS, SELECTIVE_LENGTH = 16, 16  # 16 tokens drawn from 16, as in Mamba's task
+SELECTIVE_BLANK, SELECTIVE_MARKER = 0, SELECTIVE_SYMBOLS + 1  # symbols are 1..16
+SELECTIVE_VOCAB = SELECTIVE_SYMBOLS + 2
+
+
+def selective_copy_batch(key: PRNGKey, batch_size: int, num_steps: int) -> dict[str, Array]:
+    """Selective copying (Gu & Dao 2023), of length ``T + 16``.
+
+    Inputs ``[B, T + 16]`` int: T steps of blanks (0) among which 16 symbols from {1..16} sit
+    at random positions (different for every sequence), then 16 markers (17). Targets: T
+    blanks, then the 16 symbols in the order they appeared. Unlike the copy task the symbols'
+    positions vary, so a model must decide from the content which inputs to keep. A memoryless
+    model scores the baseline cross-entropy ``16 ln 16 / (T + 16)`` per step.
+    """
+    K = SELECTIVE_LENGTH
+    if num_steps < K:
+        raise ValueError(
+            f"selective copying hides {K} symbols: it needs T >= {K}, got T={num_steps}"
+        )
+    k_symbols, k_positions = jax.random.split(key)
+    symbols = jax.random.randint(k_symbols, (batch_size, K), 1, SELECTIVE_SYMBOLS + 1)
+    order = jnp.argsort(jax.random.uniform(k_positions, (batch_size, num_steps)), axis=1)
+    positions = jnp.sort(order[:, :K], axis=1)  # [B, K] distinct, increasing
+    rows = jnp.arange(batch_size)[:, None]
+    noisy = jnp.zeros((batch_size, num_steps), symbols.dtype).at[rows, positions].set(symbols)
+    markers = jnp.full((batch_size, K), SELECTIVE_MARKER, symbols.dtype)
+    inputs = jnp.concatenate([noisy, markers], axis=1)
+    targets = jnp.concatenate([jnp.zeros_like(noisy), symbols], axis=1)
+    return {"inputs": inputs, "targets": targets}
+
+
+def selective_copy_baseline(num_steps: int) -> float:
+    """Cross-entropy per step of the memoryless strategy: ``16 ln 16 / (T + 16)``."""
+    return SELECTIVE_LENGTH * math.log(SELECTIVE_SYMBOLS) / (num_steps + SELECTIVE_LENGTH)
 
 
 def copy_baseline(num_steps: int) -> float:
