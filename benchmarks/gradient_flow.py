@@ -10,9 +10,10 @@ are measured on that probe's own data and loss at each requested length. Writes
 rate of ``||dL/dh_t||`` per step and the effective memory: the lag at which the norm falls
 below 1e-6 of its value at the last step.
 
-Cell specs: any registered name (``rnn``, ``lstm``, ``gru``), the aliases ``rnn_relu``,
-``irnn`` (relu + identity init, Le et al. 2015) and ``gru_reset_before``, or
-``name:option=value:...`` (e.g. ``lstm:forget_bias=0``).
+Cell specs: any registered name (``rnn``, ``lstm``, ``gru``, ``mingru``, ``minlstm``, ``lru``),
+the aliases ``rnn_relu``, ``irnn`` (relu + identity init, Le et al. 2015) and
+``gru_reset_before``, or ``name:option=value:...`` (e.g. ``lstm:forget_bias=0``,
+``lru:r_min=0.9:r_max=0.999``).
 """
 
 import json

@@ -32,6 +32,34 @@ def test_linear_rnn_jacobian_products_equal_matrix_powers():
     np.testing.assert_allclose(iterated["spectral"], norms["spectral"], rtol=1e-3)
 
 
+def test_linear_cells_jacobian_products_are_their_closed_forms():
+    """minGRU and minLSTM: ``dh_T/dh_t = diag(prod a_k)``; LRU: each unit's (Re, Im) block is
+    ``λ^lag`` as a rotation-scaling, so the product's spectral norm is ``max |λ|^lag``."""
+    xs = xs_for()
+    for name in ("mingru", "minlstm"):
+        cell = cells.get(name, H)
+        params = cell.init(jax.random.key(0), D)
+        jacobians = diagnostics.one_step_jacobians(cell, params, xs)
+        a, _ = cell.linear.coefficients(params, cell.project(params, xs))  # [B, T, H]
+        np.testing.assert_allclose(jacobians, jax.vmap(jax.vmap(jnp.diag))(a), atol=1e-6)
+        norms = diagnostics.jacobian_product_norms(jacobians[0])
+        a = np.asarray(a[0], np.float64)
+        for lag in range(T):
+            product = np.prod(a[T - lag :], axis=0)  # the last ``lag`` steps
+            np.testing.assert_allclose(norms["spectral"][lag], product.max(), rtol=1e-5)
+            np.testing.assert_allclose(norms["frobenius"][lag], np.linalg.norm(product), rtol=1e-5)
+    cell = cells.lru(H, state_size=3, r_min=0.5, r_max=0.9)
+    params = cell.init(jax.random.key(0), D)
+    jacobians = diagnostics.one_step_jacobians(cell, params, xs)  # state [h (H), re (3), im (3)]
+    recurrence = jacobians[0][:, H:, H:]  # the complex state's block; h is read, never carried
+    np.testing.assert_allclose(jacobians[0][:, :, :H], 0.0, atol=1e-7)
+    lam = np.exp(-np.exp(np.asarray(params["nu_log"], np.float64))
+                 + 1j * np.exp(np.asarray(params["theta_log"], np.float64)))  # fmt: skip
+    norms = diagnostics.jacobian_product_norms(recurrence)
+    for lag in range(T):
+        np.testing.assert_allclose(norms["spectral"][lag], np.abs(lam).max() ** lag, rtol=1e-5)
+
+
 def loss_fn(outputs, final):
     """Per-step and final-state terms, so both paths of the gradient are exercised."""
     readout = jnp.linspace(-1.0, 1.0, outputs.shape[-1])
