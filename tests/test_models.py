@@ -131,6 +131,38 @@ def test_shapes_and_one_step_changes_every_parameter(case):
         )
 
 
+@pytest.mark.parametrize(
+    ("cell", "bidirectional", "pooling"), [("mingru", False, "last"), ("lru", True, "mean")]
+)  # "last" of a bidirectional stack: the top backward cell reads one step, λ gets no gradient
+def test_residual_blocks_padding_gradients_and_layout(cell, bidirectional, pooling):
+    """The residual block (Orvieto et al. 2023's layout): padding never changes the logits,
+    a sequence alone gives the same logits, every parameter gets a gradient."""
+    model = models.SequenceClassifier(
+        num_classes=3, vocab_size=V, embed_size=5, cell=cell, hidden_size=8, num_layers=3,
+        bidirectional=bidirectional, block="residual", dropout_rate=0.1, pooling=pooling,
+    )  # fmt: skip
+    params = model.init(KEY, TOKENS, LENGTHS)
+    encoder = params["params"]["encoder"]["recurrent"]
+    assert {"input_projection", "norm_2", "glu_2", "glu_gate_2", "layer_2"} <= set(encoder)
+    apply = jax.jit(model.apply)
+    logits = apply(params, TOKENS, LENGTHS)
+    padded = jnp.concatenate([TOKENS, jnp.full((B, 4), 7)], axis=1)
+    np.testing.assert_allclose(apply(params, padded, LENGTHS), logits, atol=1e-5)
+    for b, length in enumerate(LENGTHS.tolist()):
+        np.testing.assert_allclose(apply(params, TOKENS[b : b + 1, :length])[0], logits[b],
+                                   atol=1e-5)  # fmt: skip
+
+    def loss(params):
+        out = model.apply(params, TOKENS, LENGTHS, deterministic=False,
+                          rngs={"dropout": jax.random.key(4)})  # fmt: skip
+        return jnp.sum(out**2)
+
+    for path, grad in jax.tree_util.tree_flatten_with_path(jax.grad(loss)(params))[0]:
+        assert np.abs(grad).max() > 0, jax.tree_util.keystr(path)
+    with pytest.raises(ValueError, match="unknown block 'dense'; available: stack, residual"):
+        models.SequenceTagger(2, vocab_size=V, block="dense").init(KEY, TOKENS)
+
+
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
 def test_padding_does_not_change_classifier_logits(pooling):
     model = models.SequenceClassifier(

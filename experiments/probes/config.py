@@ -53,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.match_params = True
     # Stacked recurrent layers.
     config.model.num_layers = 1
+    # stack (layers feed each other) | residual (pre-norm residual blocks with a GLU, the LRU
+    # paper's layout, for mingru / minlstm / lru; recur.models.Recurrent).
+    config.model.block = "stack"
     # rnn only: tanh | relu | leaky_relu | sigmoid.
     config.model.activation = "tanh"
     # Recurrent weight initialiser (orthogonal; "identity" with relu gives the IRNN).

@@ -114,6 +114,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         "remat": model_config.remat,
         "fused": model_config.get("fused"),
         "cell_options": cells.options_from_config(model_config),
+        "block": model_config.get("block", "stack"),
     }
     notes = []
     if name == "adding":

@@ -40,6 +40,7 @@ class _Encoder(nn.Module):
     remat: bool
     fused: bool | None
     cell_options: Mapping[str, Any]
+    block: str = "stack"
 
     @nn.compact
     def __call__(self, inputs, seq_lengths, deterministic):
@@ -55,6 +56,7 @@ class _Encoder(nn.Module):
             remat=self.remat,
             fused=self.fused,
             cell_options=self.cell_options,
+            block=self.block,
             name="recurrent",
         )
         outputs, states = recurrent(inputs, seq_lengths=seq_lengths, deterministic=deterministic)
@@ -69,7 +71,9 @@ class SequenceClassifier(nn.Module):
     ``max`` over valid steps, or ``attention`` (dropout on the per-step outputs, then
     additive attention with ``attention_size`` units). The head is one dense layer, or with
     ``head_hidden_size`` > 0 a tanh hidden layer with dropout first (flax's sst2 example
-    classifier). Padding (``seq_lengths``) never changes an example's logits.
+    classifier). Padding (``seq_lengths``) never changes an example's logits. ``block``:
+    see :class:`~recur.models.Recurrent` (``last`` pooling of a ``residual`` stack reads the
+    stream at each sequence's last valid step).
     """
 
     num_classes: int
@@ -86,6 +90,7 @@ class SequenceClassifier(nn.Module):
     remat: bool = False
     fused: bool | None = None
     cell_options: Mapping[str, Any] = FrozenDict()
+    block: str = "stack"
 
     @nn.compact
     def __call__(
@@ -95,11 +100,14 @@ class SequenceClassifier(nn.Module):
         outputs, states = _Encoder(
             self.vocab_size, self.embed_size, self.cell, self.hidden_size, self.num_layers,
             self.bidirectional, self.dropout_rate, self.remat, self.fused, self.cell_options,
-            name="encoder",
+            self.block, name="encoder",
         )(inputs, seq_lengths, deterministic)  # fmt: skip
         batch_size, num_steps = outputs.shape[:2]
         mask = time_mask(seq_lengths, batch_size, num_steps)
-        if self.pooling == "last":
+        if self.pooling == "last" and self.block == "residual":  # the stream at the last step
+            last_step = jnp.sum(mask, axis=1) - 1  # [B]
+            pooled = outputs[jnp.arange(batch_size), jnp.maximum(last_step, 0)]
+        elif self.pooling == "last":
             last = states[-1]
             pooled = (
                 jnp.concatenate([last[0].h, last[1].h], axis=-1) if self.bidirectional else last.h
@@ -136,6 +144,7 @@ class SequenceTagger(nn.Module):
     remat: bool = False
     fused: bool | None = None
     cell_options: Mapping[str, Any] = FrozenDict()
+    block: str = "stack"
 
     @nn.compact
     def __call__(
@@ -144,7 +153,7 @@ class SequenceTagger(nn.Module):
         outputs, _ = _Encoder(
             self.vocab_size, self.embed_size, self.cell, self.hidden_size, self.num_layers,
             self.bidirectional, self.dropout_rate, self.remat, self.fused, self.cell_options,
-            name="encoder",
+            self.block, name="encoder",
         )(inputs, seq_lengths, deterministic)  # fmt: skip
         outputs = nn.Dropout(self.dropout_rate, deterministic=deterministic)(outputs)
         return nn.Dense(self.num_outputs, name="head")(outputs)

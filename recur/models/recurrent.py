@@ -4,11 +4,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 from flax.core import FrozenDict
 
 from recur import cells as cells_lib
 from recur import scan
 from recur.types import Array, State
+
+BLOCKS = ("stack", "residual")
 
 
 def zero_states(
@@ -42,6 +46,12 @@ class Recurrent(nn.Module):
       fused: the hand-written backward pass of :mod:`recur.fused`; None: the backend's default
         (:func:`recur.scan.default_fused`).
       cell_options: extra options for the cell factory, e.g. ``{"activation": "relu"}``.
+      block: ``stack`` (layers feed each other directly, dropout between them: the classic
+        stacked RNN) or ``residual``: the block of Orvieto et al. (2023), used for stacks of
+        linear recurrences (mingru, minlstm, lru), ``x <- x + dropout(GLU(GELU(cell(
+        LayerNorm(x)))))`` with ``GLU(y) = Dense(y) ⊙ σ(Dense'(y))`` back to H features,
+        after a ``Dense(H)`` of the inputs where they have another size. The outputs are the
+        residual stream; the final states are the cells'.
     """
 
     cell: str = "lstm"
@@ -56,6 +66,7 @@ class Recurrent(nn.Module):
     hoist_projection: bool | None = None
     fused: bool | None = None
     cell_options: Mapping[str, Any] = FrozenDict()
+    block: str = "stack"
 
     def make_cells(self) -> list[cells_lib.Cell]:
         cell = cells_lib.get(self.cell, self.hidden_size, **self.cell_options)
@@ -63,6 +74,8 @@ class Recurrent(nn.Module):
 
     @property
     def output_size(self) -> int:
+        if self.block == "residual":
+            return self.hidden_size
         return self.hidden_size * (2 if self.bidirectional and self.merge == "concat" else 1)
 
     def initial_states(self, batch_size: int) -> list[State]:
@@ -87,7 +100,11 @@ class Recurrent(nn.Module):
           ``(outputs [B, T, output_size], final states per layer)``.
         """
         xs = scan.check_inputs(xs)
+        if self.block not in BLOCKS:
+            raise ValueError(f"unknown block {self.block!r}; available: {', '.join(BLOCKS)}")
         cells = self.make_cells()
+        if self.block == "residual":
+            return self._residual(cells, xs, seq_lengths, initial_states, deterministic)
         input_size = xs.shape[-1]
         params = []
         for layer, cell in enumerate(cells):
@@ -117,3 +134,38 @@ class Recurrent(nn.Module):
             hoist_projection=self.hoist_projection,
             fused=self.fused,
         )
+
+    def _residual(self, cells, xs, seq_lengths, initial_states, deterministic):
+        """The ``residual`` block layout (see the class docstring)."""
+        options = {"remat": self.remat, "hoist_projection": self.hoist_projection,
+                   "fused": self.fused}  # fmt: skip
+        if xs.shape[-1] != self.hidden_size:
+            xs = nn.Dense(self.hidden_size, name="input_projection")(xs)
+        final_states = []
+        for layer, cell in enumerate(cells):
+            params = self.param(
+                f"layer_{layer}",
+                lambda key, c=cell: scan.init_layer(
+                    c, key, self.hidden_size, bidirectional=self.bidirectional
+                ),
+            )
+            normed = nn.LayerNorm(name=f"norm_{layer}")(xs)
+            state = None if initial_states is None else initial_states[layer]
+            if self.bidirectional:
+                ys, final = scan.bidirectional(
+                    cell, params, normed, seq_lengths=seq_lengths, merge=self.merge,
+                    initial_state=state, **options,
+                )  # fmt: skip
+            else:
+                ys, final = scan.unroll(
+                    cell, params, normed, initial_state=state, seq_lengths=seq_lengths, **options
+                )
+            ys = jax.nn.gelu(ys)
+            gate = nn.Dense(self.hidden_size, name=f"glu_gate_{layer}")(ys)
+            ys = nn.Dense(self.hidden_size, name=f"glu_{layer}")(ys) * jax.nn.sigmoid(gate)
+            ys = nn.Dropout(self.dropout_rate, deterministic=deterministic)(ys)
+            if seq_lengths is not None:  # padding stays zero in the stream
+                ys = ys * (jnp.arange(xs.shape[1])[None, :, None] < seq_lengths[:, None, None])
+            xs = xs + ys
+            final_states.append(final)
+        return xs, final_states
