@@ -176,3 +176,21 @@ def test_train_speed_bad_input(tmp_path):
         .splitlines()[-1]
         .startswith("error: unknown workload 'adding_lstn_T4'")
     )
+
+
+def test_parallel_scan_app_smoke(tmp_path):
+    result = run_module(
+        "benchmarks.parallel_scan", "--cells=gru,mingru,lru", "--lengths=5,9", "--hidden_size=6",
+        "--input_size=3", "--batch_size=2", "--steps=1", f"--out={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "parallel_scan.json").read_text())
+    assert record["complete"] and [row["T"] for row in record["rows"]] == [5, 9]
+    assert set(record["rows"][0]["results"]) == {
+        "gru", "mingru", "mingru_sequential", "lru", "lru_sequential"
+    }  # fmt: skip
+    counts = record["param_counts"]  # matched to the GRU's count, within one hidden unit
+    assert abs(counts["mingru"] - counts["gru"]) <= 2 * (3 + 1)
+    assert set(record["crossover_T"]) == {"mingru", "lru"}
+    bad = run_module("benchmarks.parallel_scan", "--cells=s4", f"--out={tmp_path}")
+    assert bad.returncode == 1 and "error: unknown cell 's4'" in bad.stderr

@@ -184,6 +184,18 @@ def test_scores_count_missing_and_extra_words_as_wrong():
     assert errors == {("hundred", "-"): 1, ("-", "two"): 1, ("zero", "-"): 1}
 
 
+def test_error_kinds_tell_misread_digits_from_broken_grammar():
+    config = caption_config.get_config("number")
+    want = ["seven hundred one".split()] * 4 + [["twelve"]]
+    got = [["seven", "hundred"], ["seventy", "hundred"], ["seven"], want[0], ["twelve"]]
+    kinds = train.error_kinds(got, want, np.array([3, 3, 3, 3, 2]), config)
+    assert kinds == {"misread": 1, "malformed": 1, "wrong_length": 1}
+    config = caption_config.get_config("digits")
+    kinds = train.error_kinds([["zero", "one"], ["one"]], [["one", "one"], ["two"]],
+                              np.array([2, 1]), config)  # fmt: skip
+    assert kinds == {"misread": 1, "malformed": 1, "wrong_length": 0}  # no strip starts with 0
+
+
 def smoke_task(tmp_path):
     (tmp_path / "mnist").mkdir()
     fake_mnist(tmp_path / "mnist")
@@ -240,6 +252,13 @@ def test_command_line_trains_scores_draws_and_predicts(tmp_path):
     greedy_index = run_module("experiments.caption.predict", f"--workdir={workdir}",
                               "--index=3", "--greedy")  # fmt: skip
     assert by_image.stdout.strip() == greedy_index.stdout.strip().split("\t")[0]
+    scored = run_module("experiments.caption.predict", f"--workdir={workdir}", "--score")
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    rescored = json.loads((workdir / "test_scores.json").read_text())
+    for name in ("greedy", "beam"):  # the same params decode the same captions
+        assert rescored[name]["exact_match"] == results[name]["exact_match"]
+        wrong = round((1 - results[name]["exact_match"]) * 40)
+        assert sum(results[name]["error_kinds"].values()) == wrong
     wrong = run_module("experiments.caption.predict", f"--workdir={workdir}", "--index=40")
     assert wrong.returncode == 1
     assert wrong.stderr.strip().splitlines() == ["error: --index must be in [0, 40), got 40"]

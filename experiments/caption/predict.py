@@ -2,6 +2,7 @@
 
   python -m experiments.caption.predict --workdir=/tmp/caption_number_gru --index=0
   python -m experiments.caption.predict --workdir=/tmp/caption_number_gru --image=strip.png
+  python -m experiments.caption.predict --workdir=/tmp/caption_number_gru --score
 
 ``--index=N`` takes test strip N (and prints its true caption too; ``--save=strip.png``
 writes it as an image); ``--image`` reads a PNG or an NPY array of 28 x 28k pixels, white
@@ -18,6 +19,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments.caption import train
+from recur import files
 from recur.data import captions
 from recur.train import quiet_logs, restore_params
 
@@ -28,6 +30,11 @@ flags.DEFINE_string("image", None, "Caption this PNG or NPY strip (28 x 28k pixe
 flags.DEFINE_bool("greedy", False, "Greedy decoding instead of beam search.")
 flags.DEFINE_integer("beam_size", None, "Beam width (default: the run's decode.beam_size).")
 flags.DEFINE_string("save", None, "With --index: write the strip to this PNG.")
+flags.DEFINE_bool(
+    "score", False,
+    "Decode every test strip of the run and write the scores (as in results.json, with the "
+    "kinds of error) to WORKDIR/test_scores.json.",
+)  # fmt: skip
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -62,17 +69,31 @@ def read_strip(path: str, max_digits: int) -> np.ndarray:
     return captions.fit_strip(np.rint(image), max_digits)
 
 
+def score(workdir: pathlib.Path, config, model, params) -> None:
+    """Writes ``test_scores.json`` and prints each decoding's exact match and error kinds."""
+    test = train.prepare(config).held_out["test"]
+    _, results = train.score_test(config, model, params, test)
+    command = " ".join(["python -m experiments.caption.predict", *sys.argv[1:]])
+    files.write_json(workdir / "test_scores.json", {"command": command, **results})
+    for name, result in results.items():
+        print(f"{name}: exact match {result['exact_match']:.2%}, word accuracy "
+              f"{result['word_accuracy']:.2%}, wrong captions {result['error_kinds']}")  # fmt: skip
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if (FLAGS.index is None) == (FLAGS.image is None):
-        raise app.UsageError("give one of --index or --image")
+    if (FLAGS.index is None) + (FLAGS.image is None) + (not FLAGS.score) != 2:
+        raise app.UsageError("give one of --index, --image or --score")
     quiet_logs()
     truth = None
     try:
         config, model, params = load(pathlib.Path(FLAGS.workdir))
         if FLAGS.beam_size is not None:
             config.decode.beam_size = FLAGS.beam_size
+        if FLAGS.score:
+            score(pathlib.Path(FLAGS.workdir), config, model, params)
+            return
         if FLAGS.image is not None:
             image = read_strip(FLAGS.image, config.data.max_digits)
         else:

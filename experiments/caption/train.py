@@ -279,15 +279,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         {k: v[i : i + 500] for k, v in batch.items()} for i in range(0, len(batch["images"]), 500)
     ]
     teacher_forced = evaluate(state, batches, mesh, task.summarize)
-    captioner = Captioner(config, task.model, prepared.length)
+    decoded, decoding = score_test(config, task.model, params, test)
     references = [words(row) for row in test["targets"]]
-    decoded, decode_seconds = {}, {}
-    for name in ("greedy", "beam"):
-        decode = getattr(captioner, name)
-        decode(params, test["images"][:1])  # compile before timing
-        clock = time.perf_counter()
-        decoded[name] = [VOCAB.decode(ids) for ids in decode(params, test["images"])]
-        decode_seconds[name] = time.perf_counter() - clock
     baseline_caption = most_frequent_caption(config, prepared)
     baseline = scores([baseline_caption] * len(references), references)
     num_params = int(sum(x.size for x in jax.tree.leaves(params)))
@@ -298,15 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "encoder": config.model.encoder,
         "num_params": num_params,
         "test_strips": len(references),
-        **{
-            name: {
-                **scores(decoded[name], references),
-                "exact_match_by_digits": by_digits(decoded[name], references, test["num_digits"]),
-                "word_errors": word_errors(decoded[name], references),
-                "strips_per_second": len(references) / max(decode_seconds[name], 1e-9),
-            }
-            for name in ("greedy", "beam")
-        },
+        **decoding,
         "beam_settings": {"size": config.decode.beam_size, "alpha": config.decode.alpha},
         "test_teacher_forced": teacher_forced,
         "baseline": {"caption": " ".join(baseline_caption), **baseline},
@@ -333,6 +318,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         flush=True,
     )
     return results
+
+
+def score_test(config, model, params, test) -> tuple[dict, dict]:
+    """Greedy and beam-search captions of the test strips and their scores:
+    ``({"greedy": captions, "beam": captions}, {"greedy": scores, "beam": scores})``."""
+    captioner = Captioner(config, model, caption_length(config))
+    references = [words(row) for row in test["targets"]]
+    decoded, results = {}, {}
+    for name in ("greedy", "beam"):
+        decode = getattr(captioner, name)
+        decode(params, test["images"][:1])  # compile before timing
+        clock = time.perf_counter()
+        decoded[name] = [VOCAB.decode(ids) for ids in decode(params, test["images"])]
+        seconds = time.perf_counter() - clock
+        results[name] = {
+            **scores(decoded[name], references),
+            "exact_match_by_digits": by_digits(decoded[name], references, test["num_digits"]),
+            "word_errors": word_errors(decoded[name], references),
+            "error_kinds": error_kinds(decoded[name], references, test["num_digits"], config),
+            "strips_per_second": len(references) / max(seconds, 1e-9),
+        }
+    return decoded, results
+
+
+def error_kinds(predicted, references, num_digits, config) -> dict[str, int]:
+    """The wrong captions by kind: ``misread`` (the caption of another strip with as many
+    digits: well-formed, the digits wrong), ``wrong_length`` (the caption of a strip with
+    another number of digits) and ``malformed`` (the caption of no strip: the grammar broke)."""
+    data = config.data
+    valid = {}  # caption -> number of digits
+    for k in range(data.min_digits, data.max_digits + 1):
+        for number in range(10 ** (k - 1) if k > 1 else 0, 10**k):
+            valid[tuple(captions.caption_words(f"{number:0{k}d}", data.caption))] = k
+    kinds = {"misread": 0, "wrong_length": 0, "malformed": 0}
+    for p, r, k in zip(predicted, references, num_digits, strict=True):
+        if p != r:
+            found = valid.get(tuple(p))
+            kind = "malformed" if found is None else "misread" if found == k else "wrong_length"
+            kinds[kind] += 1
+    return kinds
 
 
 def valid_curve(workdir: pathlib.Path) -> list[dict]:
