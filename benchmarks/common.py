@@ -95,7 +95,8 @@ RECUR_VARIANT_WORDS = {
     "remat": ("remat", True),
     "split": ("split", True),
     "sequential": ("scan_kind", "sequential"),  # jax.lax.scan over the cell's step
-    "associative": ("scan_kind", "associative"),  # the parallel path of mingru, minlstm, lru
+    "linear": ("scan_kind", "linear"),  # mingru, minlstm, lru: jax.lax.scan of s = a s + b
+    "associative": ("scan_kind", "associative"),  # their jax.lax.associative_scan
 }
 
 

@@ -1,6 +1,7 @@
 """Training-step time of the six cells against sequence length, at matched parameter counts:
-the parallel (associative-scan) path of mingru, minlstm and lru against their sequential one
-and against rnn, lstm and gru.
+mingru, minlstm and lru by each of recur's scans (``linear``: jax.lax.scan over the
+recurrence alone; ``associative``: jax.lax.associative_scan; ``sequential``: jax.lax.scan over
+the cell's step) against rnn, lstm and gru.
 
   python -m benchmarks.parallel_scan --lengths=100,300,1000,3000,10000 --out=/tmp/parallel_scan
 
@@ -11,8 +12,8 @@ at ``--hidden_size`` (:func:`recur.matched_hidden_sizes`; an LRU's state size is
 size). For each T every implementation is compiled and warmed up, then all take turns, one
 step each, ``--steps`` rounds in a new random order each round. Prints per T the median
 milliseconds, XLA's memory estimate, the ratio to the reference cell, and for each parallel
-cell the speed-up of its parallel path over its sequential one; the T from which the parallel
-path stays faster is reported per cell. Writes ``parallel_scan.json``.
+cell, the T from which each of its parallel scans stays faster than its sequential one.
+Writes ``parallel_scan.json``.
 """
 
 import pathlib
@@ -44,15 +45,20 @@ flags.DEFINE_string("out", None, "Directory for parallel_scan.json.")
 flags.mark_flag_as_required("out")
 
 
+PARALLEL_KINDS = ("linear", "associative")
+
+
 def implementations(names, sizes):
-    """``{label: (cell name, hidden size, scan_kind)}``: every cell on its default path, and
-    the parallel cells also on the sequential one."""
+    """``{label: (cell name, hidden size, scan_kind)}``: the classic cells (sequential), and
+    each cell with a linear recurrence three ways: ``<name>_linear``, ``<name>_associative``
+    and ``<name>_sequential`` (see :data:`recur.scan.SCAN_KINDS`)."""
     out = {}
     for name in names:
-        parallel = cells.get(name, 2).linear is not None
-        out[name] = (name, sizes[name], "associative" if parallel else "sequential")
-        if parallel:
-            out[f"{name}_sequential"] = (name, sizes[name], "sequential")
+        if cells.get(name, 2).linear is None:
+            out[name] = (name, sizes[name], "sequential")
+        else:
+            for kind in (*PARALLEL_KINDS, "sequential"):
+                out[f"{name}_{kind}"] = (name, sizes[name], kind)
     return out
 
 
@@ -88,9 +94,10 @@ def measure(impls, length, steps, warmup):
     return records
 
 
-def crossover(rows, name) -> int | None:
-    """The smallest T from which the parallel path is faster at every larger T measured."""
-    faster = [(row["T"], row["results"][name]["median_ms"]
+def crossover(rows, name, kind) -> int | None:
+    """The smallest T from which ``kind`` is faster than the sequential path at every larger T
+    measured (None: at the longest T it is not)."""
+    faster = [(row["T"], row["results"][f"{name}_{kind}"]["median_ms"]
                < row["results"][f"{name}_sequential"]["median_ms"]) for row in rows]  # fmt: skip
     found = None
     for length, wins in reversed(faster):
@@ -151,13 +158,15 @@ def main(argv):
         print(f"T={length}: " + " | ".join(parts), flush=True)
         report["rows"].append({"T": length, "results": records})
         write_json(out / "parallel_scan.json", report)
+    parallel = sorted({name for name, _, kind in impls.values() if kind != "sequential"})
     report["crossover_T"] = {
-        name: crossover(report["rows"], name) for name, *_ in impls.values()
-        if f"{name}_sequential" in impls
-    }  # fmt: skip
-    for name, length in report["crossover_T"].items():
-        text = f"T >= {length}" if length else "at no T measured"
-        print(f"{name}: the parallel path is faster {text}", flush=True)
+        name: {kind: crossover(report["rows"], name, kind) for kind in PARALLEL_KINDS}
+        for name in parallel
+    }
+    for name, kinds in report["crossover_T"].items():
+        for kind, length in kinds.items():
+            text = f"from T = {length}" if length else "at no T measured"
+            print(f"{name}: {kind} faster than sequential {text}", flush=True)
     report["complete"] = True
     write_json(out / "parallel_scan.json", report)
     print(f"wrote {out / 'parallel_scan.json'}", flush=True)

@@ -17,10 +17,22 @@ from recur.cells.base import Cell
 from recur.types import Array, Params, PRNGKey, State
 
 MERGES = ("concat", "sum")
-# How unroll runs a cell over time: ``sequential`` (jax.lax.scan over cell.step) or
-# ``associative`` (jax.lax.associative_scan over the (a, b) pairs of a cell with a
-# LinearRecurrence: O(log T) depth instead of T).
-SCAN_KINDS = ("sequential", "associative")
+# How unroll runs a cell over time: ``sequential`` (jax.lax.scan over cell.step, any cell);
+# for a cell with a LinearRecurrence, every step's (a, b) computed at once and then either
+# ``linear`` (jax.lax.scan over s = a * s + b alone: T steps of elementwise work) or
+# ``associative`` (jax.lax.associative_scan over the (a, b) pairs: O(log T) depth, about twice
+# the work), as recurrentgemma's linear and associative scans.
+SCAN_KINDS = ("sequential", "linear", "associative")
+
+
+def default_scan_kind(cell: Cell) -> str:
+    """The ``scan_kind`` :func:`unroll` uses by default: ``sequential`` for cells without a
+    linear recurrence; for the others ``linear`` on CPU, where it measured faster than the
+    associative scan at every T from 100 to 10,000 (``benchmarks.parallel_scan``, README), and
+    ``associative`` on GPU and TPU, whose parallelism it is made for."""
+    if cell.linear is None:
+        return "sequential"
+    return "linear" if jax.default_backend() == "cpu" else "associative"
 
 
 def default_hoist_projection() -> bool:
@@ -146,11 +158,12 @@ def unroll(
         matmul after the backward scan); same values and gradients. Not combined with
         ``remat``, ``perturbations`` or ``unroll``. Default (None): :func:`default_fused` where
         none of those is set, else False. Pass False for ``jax.jvp`` / ``jax.jacfwd``.
-      scan_kind: ``sequential`` or ``associative`` (:data:`SCAN_KINDS`). Default (None):
-        ``associative`` for cells with a ``linear`` recurrence (mingru, minlstm, lru) unless
-        ``perturbations`` are given, else ``sequential``. ``associative`` computes every step's
-        ``(a, b)`` at once and combines them with ``jax.lax.associative_scan``; padding steps
-        are the identity ``(1, 0)``, and ``remat`` rematerialises the whole pass.
+      scan_kind: ``sequential``, ``linear`` or ``associative`` (:data:`SCAN_KINDS`). Default
+        (None): :func:`default_scan_kind`, and ``sequential`` with ``perturbations``.
+        ``linear`` and ``associative`` (cells with a ``linear`` recurrence: mingru, minlstm,
+        lru) compute every step's ``(a, b)`` at once and run only ``s = a s + b`` over time;
+        padding steps are the identity ``(1, 0)``, and ``remat`` rematerialises the whole
+        pass.
 
     Inside ``jax.shard_map`` with the batch split over a mesh axis, the carry and the params are
     cast to vary over that axis before the scan, so the params' gradient is summed over the
@@ -172,22 +185,19 @@ def unroll(
         seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
         mask = (jnp.arange(num_steps)[:, None] < seq_lengths[None, :])[..., None]
     if scan_kind is None:
-        linear = cell.linear is not None and perturbations is None
-        scan_kind = "associative" if linear else "sequential"
+        scan_kind = "sequential" if perturbations is not None else default_scan_kind(cell)
     if scan_kind not in SCAN_KINDS:
         raise ValueError(f"unknown scan_kind {scan_kind!r}; available: {', '.join(SCAN_KINDS)}")
-    if scan_kind == "associative":
+    if scan_kind != "sequential":
         if cell.linear is None:
-            raise ValueError(f"scan_kind='associative' needs a cell with a linear recurrence; "
+            raise ValueError(f"scan_kind={scan_kind!r} needs a cell with a linear recurrence; "
                              f"{cell.name} has none")  # fmt: skip
         if perturbations is not None or fused:
-            raise ValueError("scan_kind='associative' does not combine with perturbations or fused")
-        run = (
-            jax.checkpoint(_associative_unroll, static_argnums=(0, 5))
-            if remat
-            else _associative_unroll
-        )
-        return run(cell, params, xs, initial_state, seq_lengths, reverse)
+            raise ValueError(
+                f"scan_kind={scan_kind!r} does not combine with perturbations or fused"
+            )
+        run = jax.checkpoint(_linear_unroll, static_argnums=(0, 5, 6)) if remat else _linear_unroll
+        return run(cell, params, xs, initial_state, seq_lengths, reverse, scan_kind)
     if hoist_projection is None:
         hoist_projection = default_hoist_projection()
     if fused is None:
@@ -235,10 +245,13 @@ def _combine(earlier, later):
     return a_j * a_i, a_j * b_i + b_j
 
 
-def _associative_unroll(
-    cell: Cell, params: Params, xs: Array, initial_state: State, seq_lengths, reverse: bool
-) -> tuple[Array, State]:
-    """:func:`unroll` of a cell with a linear recurrence by ``jax.lax.associative_scan``."""
+def _linear_unroll(
+    cell: Cell, params: Params, xs: Array, initial_state: State, seq_lengths, reverse: bool,
+    scan_kind: str,
+) -> tuple[Array, State]:  # fmt: skip
+    """:func:`unroll` of a cell with a linear recurrence: its ``(a, b)`` for every step at
+    once, then ``s_t = a_t s_{t-1} + b_t`` by ``jax.lax.scan`` (``linear``) or
+    ``jax.lax.associative_scan`` (``associative``), then the readout of every step."""
     recurrence = cell.linear
     batch_size, num_steps, _ = xs.shape
     x_proj = cell.project(params, jnp.swapaxes(xs, 0, 1))  # [T, B, G]
@@ -248,10 +261,18 @@ def _associative_unroll(
         mask = (jnp.arange(num_steps)[:, None] < seq_lengths[None, :])[..., None]  # [T, B, 1]
         a = jnp.where(mask, a, jnp.ones_like(a))  # padding: the identity step
         b = jnp.where(mask, b, jnp.zeros_like(b))
-    first = num_steps - 1 if reverse else 0  # the step that reads the initial state
     s0 = recurrence.linear_state(initial_state).astype(b.dtype)
-    b = b.at[first].add(a[first] * s0)
-    _, s = jax.lax.associative_scan(_combine, (a, b), axis=0, reverse=reverse)  # [T, B, N]
+    if scan_kind == "linear":
+
+        def body(state, coefficients):
+            state = coefficients[0] * state + coefficients[1]
+            return state, state
+
+        _, s = jax.lax.scan(body, s0, (a, b), reverse=reverse)  # [T, B, N]
+    else:
+        first = num_steps - 1 if reverse else 0  # the step that reads the initial state
+        b = b.at[first].add(a[first] * s0)
+        _, s = jax.lax.associative_scan(_combine, (a, b), axis=0, reverse=reverse)
     states, ys = recurrence.readout(params, s, x_proj)
     # The final state is the state after the last step read: the last valid one going forward,
     # step 0 going backward.

@@ -186,11 +186,13 @@ def test_parallel_scan_app_smoke(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads((tmp_path / "parallel_scan.json").read_text())
     assert record["complete"] and [row["T"] for row in record["rows"]] == [5, 9]
-    assert set(record["rows"][0]["results"]) == {
-        "gru", "mingru", "mingru_sequential", "lru", "lru_sequential"
+    assert set(record["rows"][0]["results"]) == {"gru"} | {
+        f"{cell}_{kind}" for cell in ("mingru", "lru")
+        for kind in ("linear", "associative", "sequential")
     }  # fmt: skip
     counts = record["param_counts"]  # matched to the GRU's count, within one hidden unit
     assert abs(counts["mingru"] - counts["gru"]) <= 2 * (3 + 1)
     assert set(record["crossover_T"]) == {"mingru", "lru"}
+    assert set(record["crossover_T"]["lru"]) == {"linear", "associative"}
     bad = run_module("benchmarks.parallel_scan", "--cells=s4", f"--out={tmp_path}")
     assert bad.returncode == 1 and "error: unknown cell 's4'" in bad.stderr

@@ -370,7 +370,8 @@ LINEAR_CELLS = [(n, o) for n, o in CELLS_UNDER_TEST if cells.get(n, 2, **o).line
 @pytest.mark.parametrize(("name", "options"), LINEAR_CELLS, ids=[n for n, _ in LINEAR_CELLS])
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_associative_scan_equals_the_sequential_steps(name, options, dtype, reverse):
+@pytest.mark.parametrize("scan_kind", ["linear", "associative"])
+def test_parallel_scans_equal_the_sequential_steps(name, options, dtype, reverse, scan_kind):
     """Every output and final-state field, with padding, a carried initial state, reverse:
     1e-10 in float64, 1e-5 in float32 (the issue's targets)."""
     tolerance = 1e-10 if dtype == jnp.float64 else 1e-5
@@ -384,7 +385,8 @@ def test_associative_scan_equals_the_sequential_steps(name, options, dtype, reve
             )
             lengths = jnp.maximum(steps - 3 * jnp.arange(batch), 1)
             for kwargs in ({}, {"seq_lengths": lengths, "initial_state": state}):
-                got = recur.unroll(cell, params, xs, reverse=reverse, **kwargs)
+                got = recur.unroll(cell, params, xs, reverse=reverse, scan_kind=scan_kind,
+                                   **kwargs)  # fmt: skip
                 want = recur.unroll(cell, params, xs, reverse=reverse, scan_kind="sequential",
                                     **kwargs)  # fmt: skip
                 for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
@@ -408,8 +410,8 @@ def test_associative_scan_in_stacks_both_directions_with_remat_and_its_gradients
             return jnp.sum(ys**2) + sum(jnp.sum(f.h) for pair in finals for f in pair)
 
         want, want_grad = jax.value_and_grad(loss)(params, "sequential", False)
-        for remat in (False, True):
-            got, got_grad = jax.value_and_grad(loss)(params, "associative", remat)
+        for scan_kind, remat in (("associative", False), ("associative", True), ("linear", True)):
+            got, got_grad = jax.value_and_grad(loss)(params, scan_kind, remat)
             np.testing.assert_allclose(got, want, rtol=1e-10)
             jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
                          got_grad, want_grad)  # fmt: skip
@@ -435,8 +437,9 @@ def test_associative_scan_clips_lengths_under_jit_like_the_sequential_one(revers
             )  # fmt: skip
         )(lengths)
 
-    got, want = run("associative"), run("sequential")
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+    want = run("sequential")
+    for got in (run("associative"), run("linear")):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
     np.testing.assert_array_equal(got[0][0], 0.0)  # length 0: no output ...
     np.testing.assert_allclose(got[1].h[0], 0.5)  # ... and the initial state
 
@@ -445,7 +448,9 @@ def test_scan_kind_errors():
     cell, params = make("lstm", {})
     with pytest.raises(ValueError, match="scan_kind='associative' needs a cell with a linear"):
         recur.unroll(cell, params, inputs(), scan_kind="associative")
-    with pytest.raises(ValueError, match="unknown scan_kind 'log'; available: sequential, assoc"):
+    assert recur.scan.default_scan_kind(cell) == "sequential"
+    assert recur.scan.default_scan_kind(cells.get("lru", 3)) == "linear"  # on CPU (measured)
+    with pytest.raises(ValueError, match="unknown scan_kind 'log'; available: sequential, linear"):
         recur.unroll(cell, params, inputs(), scan_kind="log")
     cell, params = make("mingru", {})
     with pytest.raises(ValueError, match="does not combine with perturbations or fused"):

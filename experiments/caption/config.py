@@ -84,7 +84,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every = 100
     config.eval_every = 500
     config.checkpoint_every = 500
-    # Devices the batch is split over (0: all).
+    # Devices each training batch is split over (recur.train.fit): 0 = every device (on CPU one
+    # per core; --cpu_devices), 1 = no split. 1: split measured 0.89-1.03x one device's
+    # strips/s here (number, GRU, 800 steps, two alternating rounds).
     config.num_devices = 1
 
     if config.model.encoder not in ENCODERS:
