@@ -285,7 +285,9 @@ def test_lstm_forget_bias_and_initialisers():
 def test_get_and_registry():
     assert {"rnn", "lstm", "gru", "mingru", "minlstm", "lru"} <= set(cells.available())
     assert cells.get("gru", 4, variant="reset_before").name == "gru_reset_before"
-    with pytest.raises(ValueError, match=r"unknown cell 'lstn'.*gru, lru, lstm, mingru, minlstm, rnn"):
+    with pytest.raises(
+        ValueError, match=r"unknown cell 'lstn'.*gru, lru, lstm, mingru, minlstm, rnn"
+    ):
         cells.get("lstn", 4)
     # A name registered twice is an error, unless the replacement is asked for.
     with pytest.raises(ValueError, match=r"a cell named 'lstm' is registered already"):

@@ -148,6 +148,11 @@ def test_unknown_config_variant_is_one_line_naming_the_flag(experiment, capsys):
             "error: --config.optim.nmae: the config has no field 'nmae' (did you mean 'name'?)",
         ),
         ("timeseries", "--workdir={file}", "error: --workdir={file} is a file, not a directory"),
+        (
+            "caption",
+            "--config.data.mnist_dir={file}",
+            "error: MNIST directory {file} does not exist",
+        ),
     ],
 )
 def test_misuse_on_the_command_line_is_one_line_and_exit_1(experiment, misuse, message, tmp_path):
