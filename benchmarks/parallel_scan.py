@@ -9,11 +9,12 @@ A step is forward + backward of one layer on ``[B, T, D]`` inputs (as in
 :mod:`benchmarks.speed`: a loss reading every output, gradients for every parameter and the
 inputs). Every cell gets the hidden size whose parameter count matches the reference cell's
 at ``--hidden_size`` (:func:`recur.matched_hidden_sizes`; an LRU's state size is its hidden
-size). For each T every implementation is compiled and warmed up, then all take turns, one
-step each, ``--steps`` rounds in a new random order each round. Prints per T the median
-milliseconds, XLA's memory estimate, the ratio to the reference cell, and for each parallel
-cell, the T from which each of its parallel scans stays faster than its sequential one.
-Writes ``parallel_scan.json``.
+size; ``--nomatch_params``: every cell at ``--hidden_size``). For each T every
+implementation is compiled and warmed up, then all take turns, one step each, ``--steps``
+rounds in a new random order each round. Prints per T the median milliseconds, XLA's memory
+estimate and the ratio to the reference cell, and for each parallel cell the T from which
+each of its parallel scans stays faster than its sequential one. Writes
+``parallel_scan.json``.
 """
 
 import pathlib
@@ -39,6 +40,10 @@ flags.DEFINE_integer("batch_size", 16, "B.")
 flags.DEFINE_integer("input_size", 64, "D.")
 flags.DEFINE_string("reference", "gru", "The cell whose parameter count the others match.")
 flags.DEFINE_integer("hidden_size", 128, "The reference cell's hidden size.")
+flags.DEFINE_bool(
+    "match_params", True, "Match every cell's parameter count to the reference's; false: every "
+    "cell at --hidden_size (equal width).",
+)  # fmt: skip
 flags.DEFINE_integer("steps", 5, "Timed steps per implementation and T (after warm-up).")
 flags.DEFINE_integer("warmup", 1, "Untimed steps after compilation.")
 flags.DEFINE_string("out", None, "Directory for parallel_scan.json.")
@@ -124,10 +129,13 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     names = list(dict.fromkeys([FLAGS.reference, *FLAGS.cells]))
-    sizes = recur.matched_hidden_sizes(
-        names, input_size=FLAGS.input_size, output_size=0, reference=FLAGS.reference,
-        reference_hidden_size=FLAGS.hidden_size,
-    )  # fmt: skip
+    if FLAGS.match_params:
+        sizes = recur.matched_hidden_sizes(
+            names, input_size=FLAGS.input_size, output_size=0, reference=FLAGS.reference,
+            reference_hidden_size=FLAGS.hidden_size,
+        )  # fmt: skip
+    else:
+        sizes = dict.fromkeys(names, FLAGS.hidden_size)
     counts = {n: recur.cell_param_count(n, sizes[n], FLAGS.input_size) for n in names}
     impls = implementations([n for n in names if n in FLAGS.cells], sizes)
     print("hidden sizes (params): " + ", ".join(f"{n} {sizes[n]} ({counts[n]:,})" for n in names),
@@ -140,6 +148,7 @@ def main(argv):
         "batch_size": FLAGS.batch_size,
         "input_size": FLAGS.input_size,
         "reference": FLAGS.reference,
+        "match_params": FLAGS.match_params,
         "hidden_sizes": sizes,
         "param_counts": counts,
         "steps": FLAGS.steps,
