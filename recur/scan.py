@@ -27,9 +27,12 @@ SCAN_KINDS = ("sequential", "linear", "associative")
 
 def default_scan_kind(cell: Cell) -> str:
     """The ``scan_kind`` :func:`unroll` uses by default: ``sequential`` for cells without a
-    linear recurrence; for the others ``linear`` on CPU, where it measured faster than the
-    associative scan at every T from 100 to 10,000 (``benchmarks.parallel_scan``, README), and
-    ``associative`` on GPU and TPU, whose parallelism it is made for."""
+    linear recurrence; for the others ``linear`` on CPU and ``associative`` on GPU and TPU,
+    whose parallelism it is made for (not measured there yet). On the 2-core CPU
+    (``benchmarks.parallel_scan``, README) ``linear`` was the fastest of the three for minGRU
+    and minLSTM at every T from 100 to 10,000 and for the LRU up to T = 3,000; at 10,000 the
+    LRU's step loop, holding 2.7x less memory, was faster. The associative scan was the
+    slowest at every T but one."""
     if cell.linear is None:
         return "sequential"
     return "linear" if jax.default_backend() == "cpu" else "associative"
