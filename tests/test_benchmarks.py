@@ -5,6 +5,7 @@ import json
 import pytest
 from test_train import run_module
 
+import recur
 from benchmarks import common, gradient_flow_trained
 
 
@@ -30,6 +31,7 @@ def test_gradient_flow_app_at_initialisation(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.slow  # trains a probe first; the app's default path is tested above
 def test_gradient_flow_app_from_a_trained_probe(tmp_path):
     workdir = tmp_path / "probe"
     trained = run_module(
@@ -80,6 +82,7 @@ def test_speed_app_smoke(tmp_path):
     assert report["machine"]["cpus_used"] >= 1
 
 
+@pytest.mark.slow  # the split itself is tested in tests/test_scan.py and test_train.py
 def test_speed_app_on_one_core_with_the_batch_split_over_two_devices(tmp_path):
     result = run_module(
         "benchmarks.speed", "--cpus=1", "--cpu_devices=2", "--cells=lstm", "--configs=4x3x3x4",
@@ -180,19 +183,20 @@ def test_train_speed_bad_input(tmp_path):
 
 def test_parallel_scan_app_smoke(tmp_path):
     result = run_module(
-        "benchmarks.parallel_scan", "--cells=gru,mingru,lru", "--lengths=5,9", "--hidden_size=6",
+        "benchmarks.parallel_scan", "--cells=gru,lru", "--lengths=5,9", "--hidden_size=6",
         "--input_size=3", "--batch_size=2", "--steps=1", f"--out={tmp_path}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads((tmp_path / "parallel_scan.json").read_text())
     assert record["complete"] and [row["T"] for row in record["rows"]] == [5, 9]
-    assert set(record["rows"][0]["results"]) == {"gru"} | {
-        f"{cell}_{kind}" for cell in ("mingru", "lru")
-        for kind in ("linear", "associative", "sequential")
+    assert set(record["rows"][0]["results"]) == {
+        "gru", "lru_linear", "lru_associative", "lru_sequential"
     }  # fmt: skip
-    counts = record["param_counts"]  # matched to the GRU's count, within one hidden unit
-    assert abs(counts["mingru"] - counts["gru"]) <= 2 * (3 + 1)
-    assert set(record["crossover_T"]) == {"mingru", "lru"}
+    sizes, counts = record["hidden_sizes"], record["param_counts"]
+    for size in (sizes["lru"] - 1, sizes["lru"] + 1):  # the matched size is the closest
+        other = recur.cell_param_count("lru", size, 3)
+        assert abs(other - counts["gru"]) >= abs(counts["lru"] - counts["gru"])
+    assert set(record["crossover_T"]) == {"lru"}
     assert set(record["crossover_T"]["lru"]) == {"linear", "associative"}
     bad = run_module("benchmarks.parallel_scan", "--cells=s4", f"--out={tmp_path}")
     assert bad.returncode == 1 and "error: unknown cell 's4'" in bad.stderr

@@ -138,19 +138,18 @@ def test_residual_blocks_padding_gradients_and_layout(cell, bidirectional, pooli
     """The residual block (Orvieto et al. 2023's layout): padding never changes the logits,
     a sequence alone gives the same logits, every parameter gets a gradient."""
     model = models.SequenceClassifier(
-        num_classes=3, vocab_size=V, embed_size=5, cell=cell, hidden_size=8, num_layers=3,
+        num_classes=3, vocab_size=V, embed_size=5, cell=cell, hidden_size=8, num_layers=2,
         bidirectional=bidirectional, block="residual", dropout_rate=0.1, pooling=pooling,
     )  # fmt: skip
     params = model.init(KEY, TOKENS, LENGTHS)
     encoder = params["params"]["encoder"]["recurrent"]
-    assert {"input_projection", "norm_2", "glu_2", "glu_gate_2", "layer_2"} <= set(encoder)
+    assert {"input_projection", "norm_1", "glu_1", "glu_gate_1", "layer_1"} <= set(encoder)
     apply = jax.jit(model.apply)
     logits = apply(params, TOKENS, LENGTHS)
     padded = jnp.concatenate([TOKENS, jnp.full((B, 4), 7)], axis=1)
     np.testing.assert_allclose(apply(params, padded, LENGTHS), logits, atol=1e-5)
-    for b, length in enumerate(LENGTHS.tolist()):
-        np.testing.assert_allclose(apply(params, TOKENS[b : b + 1, :length])[0], logits[b],
-                                   atol=1e-5)  # fmt: skip
+    alone = apply(params, TOKENS[1:2, : int(LENGTHS[1])])  # a sequence run alone
+    np.testing.assert_allclose(alone[0], logits[1], atol=1e-5)
 
     def loss(params):
         out = model.apply(params, TOKENS, LENGTHS, deterministic=False,
