@@ -13,6 +13,7 @@ only the training digit images; validation and test strips use disjoint held-out
 """
 
 import dataclasses
+import functools
 import pathlib
 
 import numpy as np
@@ -70,6 +71,7 @@ def vocabulary() -> Vocabulary:
     return Vocabulary([*SPECIALS, *WORDS], unknown=UNK)
 
 
+@functools.cache  # the number case reads 10^max_digits names; every training batch asks
 def caption_length(caption: str, max_digits: int) -> int:
     """Tokens of the longest caption of up to ``max_digits`` digits, plus ``<eos>``."""
     if caption == "digits":
