@@ -10,7 +10,7 @@ Commands (README, measured on the 2-core CPU machine):
       --workdir=/tmp/caption_number_gru
   python -m experiments.caption.predict --workdir=/tmp/caption_number_gru --index=0
 Expected: held-out exact-match caption accuracy far above the most-frequent-caption baseline
-(2.5%); the README's table has what this code measured for each cell and caption.
+(2.4% on the test strips); the README's table has what this code measured for each cell and caption.
 """
 
 import ml_collections
