@@ -6,6 +6,7 @@ from recur.params import (
     count_params,
     hidden_size_for_budget,
     matched_hidden_sizes,
+    stack_param_count,
 )
 from recur.scan import (
     bidirectional,
@@ -25,6 +26,7 @@ __all__ = [
     "init_layer",
     "init_stacked",
     "matched_hidden_sizes",
+    "stack_param_count",
     "stacked",
     "stacked_step",
     "unroll",

@@ -28,6 +28,35 @@ def cell_param_count(
     return count_params(shapes) + head
 
 
+def stack_param_count(
+    name: str,
+    hidden_size: int,
+    input_size: int,
+    output_size: int = 0,
+    *,
+    num_layers: int = 1,
+    block: str = "stack",
+    **options: Any,
+) -> int:
+    """Parameters of a unidirectional :class:`recur.models.Recurrent` stack of ``num_layers``
+    cells ``name`` plus a dense ``[H, output_size]`` head with bias. ``block="stack"``: layer 1
+    reads ``input_size`` features, the others H. ``block="residual"``: a ``Dense(H)`` input
+    projection where ``input_size != H``, then per layer the cell (reading H), a LayerNorm
+    (2H) and the GLU's two ``Dense(H)`` (2 (H^2 + H))."""
+    check_positive("num_layers", num_layers)
+    head = (hidden_size + 1) * output_size if output_size else 0
+    if block == "stack":
+        first = cell_param_count(name, hidden_size, input_size, **options)
+        rest = cell_param_count(name, hidden_size, hidden_size, **options)
+        return first + (num_layers - 1) * rest + head
+    if block != "residual":
+        raise ValueError(f"unknown block {block!r}; available: stack, residual")
+    projection = (input_size + 1) * hidden_size if input_size != hidden_size else 0
+    layer = cell_param_count(name, hidden_size, hidden_size, **options)
+    layer += 2 * hidden_size + 2 * (hidden_size * hidden_size + hidden_size)
+    return projection + num_layers * layer + head
+
+
 def hidden_size_for_budget(
     name: str, budget: int, input_size: int, output_size: int = 0, **options: Any
 ) -> int:
@@ -48,6 +77,11 @@ def hidden_size_for_budget(
     def count(h):
         return cell_param_count(name, h, input_size, output_size, **options)
 
+    return closest_size(count, budget)
+
+
+def closest_size(count, budget: int) -> int:
+    """The size ``h >= 1`` whose ``count(h)`` (increasing in h) is closest to ``budget``."""
     low, high = 1, 1
     while count(high) < budget:
         low, high = high, high * 2

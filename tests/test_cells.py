@@ -318,6 +318,33 @@ def test_bad_cell_arguments(build, match):
         build()
 
 
+@pytest.mark.parametrize("block", ["stack", "residual"])
+def test_stack_param_count_is_the_models_count(block):
+    """The analytic count against a real SequenceClassifier on features (adding's shape)."""
+    from recur import models  # noqa: PLC0415
+
+    for name, hidden in (("mingru", 7), ("lru", 2), ("lstm", 5)):
+        model = models.SequenceClassifier(num_classes=1, cell=name, hidden_size=hidden,
+                                          num_layers=2, block=block)  # fmt: skip
+        shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 3, 2)))
+        want = recur.count_params(shapes)
+        assert recur.stack_param_count(name, hidden, 2, 1, num_layers=2, block=block) == want
+
+
+def test_probes_match_residual_stacks_to_the_lstm_stack():
+    from experiments.probes import config as probe_config  # noqa: PLC0415
+    from experiments.probes import train as probe_train  # noqa: PLC0415
+
+    config = probe_config.get_config("task=adding,cell=mingru,hidden=32")
+    config.model.num_layers, config.model.block = 3, "residual"
+    size = probe_train.hidden_size(config, 2, 1)
+    budget = recur.stack_param_count("lstm", 32, 2, 1, num_layers=3)
+    counts = [recur.stack_param_count("mingru", h, 2, 1, num_layers=3, block="residual")
+              for h in (size - 1, size, size + 1)]  # fmt: skip
+    assert abs(counts[1] - budget) == min(abs(c - budget) for c in counts)
+    assert abs(counts[1] - budget) / budget < 0.05
+
+
 def test_count_params_and_matched_sizes():
     lstm = cells.lstm(10).init(jax.random.key(0), 3)
     assert recur.count_params(lstm) == 4 * (3 * 10 + 10 * 10 + 10)

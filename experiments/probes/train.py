@@ -18,12 +18,26 @@ TASKS = ("adding", "copy", "selective_copy", "mnist_sequential", "mnist_permuted
 
 def hidden_size(config: ml_collections.ConfigDict, input_size: int, output_size: int) -> int:
     """``config.model.hidden_size``, or with ``match_params`` the size matching the LSTM's
-    parameter count at that hidden size."""
+    parameter count at that hidden size: of one cell and the head, or, for a ``residual``
+    block stack, of the whole stack (blocks included) against the LSTM's plain stack of as
+    many layers."""
     model = config.model
     options = cells.options_from_config(model)
     cells.get(model.cell, model.hidden_size, **options)  # unknown cell/option: clear error now
-    if not model.match_params or model.cell == "lstm":
+    block = model.get("block", "stack")
+    if not model.match_params or (model.cell == "lstm" and block == "stack"):
         return model.hidden_size
+    if block == "residual":
+        reference = {"forget_bias": model.forget_bias, "recurrent_init": model.recurrent_init}
+        budget = recur.stack_param_count("lstm", model.hidden_size, input_size, output_size,
+                                         num_layers=model.num_layers, **reference)  # fmt: skip
+        return recur.params.closest_size(
+            lambda h: recur.stack_param_count(
+                model.cell, h, input_size, output_size, num_layers=model.num_layers,
+                block="residual", **options,
+            ),
+            budget,
+        )  # fmt: skip
     sizes = recur.matched_hidden_sizes(
         [model.cell],
         input_size=input_size,
