@@ -9,6 +9,7 @@ from absl import flags
 from ml_collections import config_flags
 from test_train import run_module
 
+from experiments.compare import config as compare_config
 from experiments.probes import config as probes_config
 from experiments.probes import train as probes_train
 from recur.train.cli import parse_flags
@@ -39,31 +40,59 @@ def test_probes_command_line_smoke(tmp_path):
 
 
 def test_compare_command_line_smoke_and_skip_on_rerun(tmp_path):
+    # The modern variant: the six cells, the parallel-scan ones in residual blocks.
     args = (
         "experiments.compare.main",
-        "--config=experiments/compare/config.py:smoke",
-        "--config.lengths=(4,)",
+        "--config=experiments/compare/config.py:modern,smoke,task=selective_copy,T=16",
         f"--workdir={tmp_path}",
     )
     result = run_module(*args)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "| T | rnn (H=" in result.stdout and "| 4 |" in result.stdout
+    assert "| T | rnn (H=" in result.stdout and "| 16 |" in result.stdout
+    assert "lru (H=" in result.stdout and "params, residual blocks)" in result.stdout
+    for metric in ("cross_entropy", "copy_accuracy"):  # one table per eval metric
+        assert f"selective_copy: final eval {metric} after 4 steps" in result.stdout
     record = json.loads((tmp_path / "results.json").read_text())
-    assert {p["cell"] for p in record["points"]} == {"rnn", "lstm", "gru"}
+    cells = {"rnn", "lstm", "gru", "mingru", "minlstm", "lru"}
+    assert {p["cell"] for p in record["points"]} == cells
+    blocks = {p["cell"]: p["block"] for p in record["points"]}
+    assert blocks == {c: "residual" if c.startswith(("min", "lru")) else "stack" for c in cells}
     counts = {p["cell"]: p["num_params"] for p in record["points"]}
-    assert max(counts.values()) / min(counts.values()) < 1.1  # matched parameter counts
+    assert max(counts.values()) / min(counts.values()) < 1.15  # matched parameter counts
     for name in ("results.md", "curves.png", "final_vs_T.png"):
         assert (tmp_path / name).stat().st_size > 0
     rerun = run_module(*args)
-    assert rerun.stdout.count("skipping") == 3
+    assert rerun.stdout.count("skipping") == 6
     # A finished point is reused only under the same settings, not just the same step count.
     changed = run_module(*args, "--config.probe.optim.learning_rate=0.5")
     assert changed.returncode == 1 and "skipping" not in changed.stdout
     assert changed.stderr.strip().splitlines() == [
-        f"error: {tmp_path}/adding_rnn_T4_seed0 holds a run with other settings "
+        f"error: {tmp_path}/selective_copy_rnn_T16_seed0 holds a run with other settings "
         "(optim.learning_rate: 0.001 -> 0.5); use another --workdir, or pass "
         "--allow_config_changes to continue its checkpoint with the new settings"
     ]
+    bad = run_module(*args, "--config.blocks=lru=residual,gru")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [
+        "error: config.blocks: expected cell=block items, got 'gru'"
+    ]
+
+
+def test_compare_configs():
+    classic = compare_config.get_config("")
+    assert classic.cells == ("rnn", "lstm", "gru") and classic.lengths == (25, 50, 100)
+    assert compare_config.cell_blocks(classic) == {}
+    for task, lengths in compare_config.MODERN_LENGTHS.items():
+        modern = compare_config.get_config(f"modern,task={task}")
+        assert modern.lengths == lengths and len(modern.cells) == 6
+        assert modern.probe.task.name == task and modern.probe.num_steps == 3000
+    assert compare_config.get_config("modern,T=400,steps=10").lengths == (400,)
+    with pytest.raises(ValueError, match="'long' and 'modern' are mutually exclusive"):
+        compare_config.get_config("long,modern")
+    config = compare_config.get_config("")
+    config.blocks = "mingru=residual"
+    with pytest.raises(ValueError, match="names mingru, not in config.cells"):
+        compare_config.cell_blocks(config)
 
 
 @pytest.mark.parametrize(

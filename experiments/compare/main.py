@@ -13,6 +13,7 @@ import pathlib
 from absl import flags
 from ml_collections import config_flags
 
+from experiments.compare import config as compare_config
 from experiments.compare import report
 from experiments.probes import train
 from recur.train import run_config
@@ -29,6 +30,7 @@ def run_point(config, workdir: pathlib.Path, cell: str, T: int, seed: int) -> di
     """Trains one grid point, or loads its results if it already finished."""
     point = config.probe.copy_and_resolve_references()
     point.model.cell, point.task.T, point.seed = cell, T, seed
+    point.model.block = compare_config.cell_blocks(config).get(cell, point.model.block)
     point_dir = workdir / f"{point.task.name}_{cell}_T{T}_seed{seed}"
     finished = point_dir / "final_metrics.json"
     if finished.exists():
@@ -46,6 +48,7 @@ def run_point(config, workdir: pathlib.Path, cell: str, T: int, seed: int) -> di
 def run_grid(config, workdir: str) -> str:
     """Trains (or loads) every grid point, then writes and returns the report's table."""
     workdir = pathlib.Path(workdir)
+    compare_config.cell_blocks(config)  # a malformed config.blocks fails before any training
     points = [
         {**run_point(config, workdir, cell, T, seed), "seed": seed}
         for T in config.lengths

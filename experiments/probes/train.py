@@ -206,6 +206,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         "task": name,
         "T": T,
         "cell": model_config.cell,
+        "block": common["block"],
         "hidden_size": model.hidden_size,
         "num_params": recur.count_params(jax.eval_shape(init_params, jax.random.key(0))),
     }
