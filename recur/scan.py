@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recur import fused as fused_lib
+from recur import regularizers
 from recur.cells.base import Cell
 from recur.types import Array, Params, PRNGKey, State
 
@@ -381,6 +382,12 @@ def init_stacked(
     return params
 
 
+# Offsets folded into ``stacked``'s dropout key with the layer index: each regulariser draws
+# from its own stream, and the between-layer dropout keeps ``fold_in(key, layer)``.
+_RECURRENT_DROPOUT_STREAM = 1_000
+_WEIGHT_DROP_STREAM = 2_000
+
+
 def stacked(
     cells: Sequence[Cell],
     params: Sequence[Params],
@@ -394,6 +401,8 @@ def stacked(
     dropout_rng: PRNGKey | None = None,
     residual: bool = False,
     variational_dropout: bool = False,
+    recurrent_dropout: float = 0.0,
+    weight_drop: float = 0.0,
     **unroll_options: Any,
 ) -> tuple[Array, list[State]]:
     """Layers of recurrent cells, each reading the previous layer's outputs.
@@ -414,6 +423,12 @@ def stacked(
         is never dropped.
       variational_dropout: one dropout mask per sequence, shared by all time steps ("locked"
         dropout, Gal & Ghahramani 2016), instead of a fresh mask per step.
+      recurrent_dropout: dropout on every layer's recurrent connections, one ``[B, H]`` mask
+        per sequence and layer (and direction) shared by all steps
+        (:func:`recur.regularizers.recurrent_dropout_cell`); only with ``dropout_rng``. Runs
+        step by step with autodiff: ``fused=True`` is refused.
+      weight_drop: DropConnect on every layer's recurrent weight matrix, one mask per call
+        (:func:`recur.regularizers.weight_drop`); only with ``dropout_rng``.
       **unroll_options: forwarded to :func:`unroll`.
 
     Returns:
@@ -427,9 +442,32 @@ def stacked(
         )
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate must lie in [0, 1), got {dropout_rate}")
+    regularizers.check_rate("recurrent_dropout", recurrent_dropout)
+    regularizers.check_rate("weight_drop", weight_drop)
+    drop_recurrent = dropout_rng is not None and recurrent_dropout > 0.0
+    if drop_recurrent and unroll_options.get("fused"):
+        raise ValueError(
+            "recurrent_dropout does not combine with fused=True (recur.fused's backward pass "
+            "reads the unmasked state); pass fused=None or False"
+        )
     final_states = []
     for layer, (cell, layer_params) in enumerate(zip(cells, params, strict=True)):
         layer_input = xs  # the residual carries it undropped
+        backward_cell = None
+        if dropout_rng is not None and weight_drop > 0.0:
+            key = jax.random.fold_in(dropout_rng, _WEIGHT_DROP_STREAM + layer)
+            layer_params = regularizers.weight_drop(layer_params, weight_drop, key)
+        if drop_recurrent:
+            key = jax.random.fold_in(dropout_rng, _RECURRENT_DROPOUT_STREAM + layer)
+            k_fwd, k_bwd = jax.random.split(key)
+            masks = [
+                regularizers.recurrent_dropout_mask(
+                    k, recurrent_dropout, xs.shape[0], cell, xs.dtype
+                )  # fmt: skip
+                for k in (k_fwd, k_bwd)
+            ]
+            backward_cell = regularizers.recurrent_dropout_cell(cell, masks[1])
+            cell = regularizers.recurrent_dropout_cell(cell, masks[0])
         if layer > 0 and dropout_rng is not None and dropout_rate > 0.0:
             mask_shape = (xs.shape[0], 1, xs.shape[2]) if variational_dropout else xs.shape
             layer_rng = jax.random.fold_in(dropout_rng, layer)
@@ -439,7 +477,7 @@ def stacked(
         if bidirectional:
             ys, final = _bidirectional(
                 cell, layer_params, xs, seq_lengths=seq_lengths, merge=merge, initial_state=state,
-                **unroll_options,
+                backward_cell=backward_cell, **unroll_options,
             )  # fmt: skip
         else:
             ys, final = unroll(

@@ -69,8 +69,11 @@ NP_ACTIVATIONS = {
 }
 
 
-def numpy_reference(name, options, params, xs):
+def numpy_reference(name, options, params, xs, recurrent_mask=None):
+    """``recurrent_mask [B, H]`` (rnn, lstm, gru): Gal & Ghahramani's dropout, ``h ⊙ mask``
+    in the recurrent matmuls only."""
     p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    mask = 1.0 if recurrent_mask is None else np.asarray(recurrent_mask, np.float64)
     xs = np.asarray(xs, np.float64)
     h = np.zeros((xs.shape[0], H))
     c = np.zeros((xs.shape[0], H))
@@ -78,15 +81,17 @@ def numpy_reference(name, options, params, xs):
     for t in range(xs.shape[1]):
         x = xs[:, t]
         if name == "rnn":
-            h = NP_ACTIVATIONS[options["activation"]](x @ p["w_ih"] + p["b"] + h @ p["w_hh"])
+            h = NP_ACTIVATIONS[options["activation"]](
+                x @ p["w_ih"] + p["b"] + (h * mask) @ p["w_hh"]
+            )
         elif name == "lstm":
             w_i, w_f, w_g, w_o = np.split(p["w_ih"], 4, axis=1)
             u_i, u_f, u_g, u_o = np.split(p["w_hh"], 4, axis=1)
             b_i, b_f, b_g, b_o = np.split(p["b"], 4)
-            i = _sigmoid(x @ w_i + h @ u_i + b_i)
-            f = _sigmoid(x @ w_f + h @ u_f + b_f)
-            g = np.tanh(x @ w_g + h @ u_g + b_g)
-            o = _sigmoid(x @ w_o + h @ u_o + b_o)
+            i = _sigmoid(x @ w_i + (h * mask) @ u_i + b_i)
+            f = _sigmoid(x @ w_f + (h * mask) @ u_f + b_f)
+            g = np.tanh(x @ w_g + (h * mask) @ u_g + b_g)
+            o = _sigmoid(x @ w_o + (h * mask) @ u_o + b_o)
             c = f * c + i * g
             h = o * np.tanh(c)
         elif name == "mingru":  # Feng et al. 2024, eqs. of Section 3.1
@@ -111,12 +116,12 @@ def numpy_reference(name, options, params, xs):
             w_r, w_z, w_n = np.split(p["w_ih"], 3, axis=1)
             u_r, u_z, u_n = np.split(p["w_hh"], 3, axis=1)
             b_r, b_z, b_n = np.split(p["b"], 3)
-            r = _sigmoid(x @ w_r + h @ u_r + b_r)
-            z = _sigmoid(x @ w_z + h @ u_z + b_z)
+            r = _sigmoid(x @ w_r + (h * mask) @ u_r + b_r)
+            z = _sigmoid(x @ w_z + (h * mask) @ u_z + b_z)
             if options["variant"] == "reset_after":
-                n = np.tanh(x @ w_n + b_n + r * (h @ u_n + p["b_hn"]))
+                n = np.tanh(x @ w_n + b_n + r * ((h * mask) @ u_n + p["b_hn"]))
             else:
-                n = np.tanh(x @ w_n + b_n + (r * h) @ u_n)
+                n = np.tanh(x @ w_n + b_n + (r * h * mask) @ u_n)
             h = (1 - z) * n + z * h
         outputs.append(h)
     return np.stack(outputs, axis=1), h, c

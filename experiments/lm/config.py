@@ -1,6 +1,7 @@
 """Config of the language-modelling experiment (``experiments/lm/main.py``).
 
-Variants (comma-separated): ``ptb_small`` (default), ``ptb_medium``, ``ptb_char``,
+Variants (comma-separated): ``ptb_small`` (default), ``ptb_medium``, ``ptb_awd`` (the
+AWD-LSTM regularisation toolkit at ptb_small's parameter budget, 4.65M), ``ptb_char``,
 ``shakespeare_char``, ``cell=rnn|lstm|gru``, ``smoke``.
 
   python -m experiments.lm.main --config=experiments/lm/config.py:ptb_small,cell=lstm \
@@ -19,7 +20,7 @@ from recur.train import optim, variants
 
 PTB = "../shared/data/ptb"
 SHAKESPEARE = "../shared/data/tinyshakespeare/input.txt"
-VARIANTS = ("ptb_small", "ptb_medium", "ptb_char", "shakespeare_char")
+VARIANTS = ("ptb_small", "ptb_medium", "ptb_awd", "ptb_char", "shakespeare_char")
 # ptb_small's SGD learning rate per cell (the largest of 1, 0.5, 0.2 that trained here).
 PTB_SMALL_LR = {"lstm": 1.0, "gru": 0.5, "rnn": 0.2}
 
@@ -54,9 +55,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.num_layers = 2
     # Dropout on the non-recurrent connections (embedding, between layers, before the softmax).
     config.model.dropout_rate = 0.0
+    # The embedded inputs' and the last layer's outputs' rates, where they differ from
+    # dropout_rate (None: dropout_rate).
+    config.model.input_dropout = config_dict.placeholder(float)
+    config.model.output_dropout = config_dict.placeholder(float)
     # One dropout mask per sequence and window, shared across time (Gal & Ghahramani 2016).
     config.model.variational_dropout = False
-    # Output layer = embedding matrix (needs embed_size == hidden_size).
+    # Whole word types dropped from the embedding per batch (Merity et al. 2018).
+    config.model.embed_dropout = 0.0
+    # Dropout on h_{t-1} in the recurrent matmul, one mask per sequence and window (Gal &
+    # Ghahramani 2016); such layers train with autodiff of the scan, not recur.fused.
+    config.model.recurrent_dropout = 0.0
+    # DropConnect on the recurrent weight matrices, one mask per batch (Merity et al. 2018).
+    config.model.weight_drop = 0.0
+    # Output layer = embedding matrix; a linear projection maps hidden_size to embed_size
+    # where they differ (Press & Wolf 2017; Inan et al. 2017).
     config.model.tie_embeddings = False
     # Every parameter drawn from U(-init_scale, init_scale) as in Zaremba et al.; 0 keeps the
     # cells' own initialisers (and the LSTM forget bias below).
@@ -110,6 +123,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.num_epochs = 39
         config.decay_from_epoch = 7
         config.optim.decay_factor = 0.8
+    elif variant == "ptb_awd":
+        # Merity et al. (2018)'s toolkit at ptb_small's budget: tied 200-d embeddings, two
+        # 400-unit layers and a 400 -> 200 projection (4.33M parameters with the LSTM); their
+        # dropout rates, weight drop, SGD at 30 with clipping 0.25, weight decay 1.2e-6 and
+        # the switch to averaging (NT-ASGD, 5 evaluations of patience); batch 80, BPTT 70.
+        config.model.embed_size, config.model.hidden_size = 200, 400
+        config.model.tie_embeddings = True
+        config.model.variational_dropout = True
+        config.model.dropout_rate = 0.25
+        config.model.input_dropout = 0.4
+        config.model.output_dropout = 0.4
+        config.model.embed_dropout = 0.1
+        config.model.weight_drop = 0.5
+        config.model.init_scale = 0.05
+        config.batch_size = 80
+        config.bptt = 70
+        config.sum_over_time = False
+        config.num_epochs = 60
+        config.decay_from_epoch = config.num_epochs + 1
+        config.optim = optim.default_config(
+            name="sgd", learning_rate=30.0, clip_norm=0.25, weight_decay=1.2e-6,
+            averaging=True, nonmono=5,
+        )  # fmt: skip
     elif variant in ("ptb_char", "shakespeare_char"):
         config.data.level = "char_tokens" if variant == "ptb_char" else "char"
         if variant == "ptb_char":

@@ -85,6 +85,11 @@ def make_model(config, vocab_size: int) -> models.LanguageModel:
         num_layers=model.num_layers,
         dropout_rate=model.dropout_rate,
         variational_dropout=model.variational_dropout,
+        input_dropout=model.get("input_dropout"),
+        output_dropout=model.get("output_dropout"),
+        embed_dropout=model.get("embed_dropout", 0.0),
+        recurrent_dropout=model.get("recurrent_dropout", 0.0),
+        weight_drop=model.get("weight_drop", 0.0),
         tie_embeddings=model.tie_embeddings,
         fused=model.get("fused"),
         cell_options=options,
@@ -136,9 +141,11 @@ def loss_fn_for(config, model: models.LanguageModel):
 
 
 def summarize(metrics: dict[str, float]) -> dict[str, float]:
-    """Perplexity and bits per token from the mean per-token negative log-likelihood."""
+    """Perplexity and bits per token from the mean per-token negative log-likelihood (and the
+    loss, which the averaging optimizer's trigger reads)."""
     nll = metrics["nll"]
-    return {"nll": nll, "perplexity": math.exp(min(nll, 700.0)), "bpc": nll / math.log(2)}
+    summary = {"nll": nll, "perplexity": math.exp(min(nll, 700.0)), "bpc": nll / math.log(2)}
+    return {**summary, "loss": metrics["loss"]} if "loss" in metrics else summary
 
 
 def eval_batches(ids: np.ndarray, batch_size: int, bptt: int) -> list[dict[str, np.ndarray]]:

@@ -4,8 +4,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax.numpy as jnp
 from flax.core import FrozenDict
 
+from recur import regularizers
 from recur.models.recurrent import Recurrent, zero_states
 from recur.types import Array, State
 
@@ -13,10 +15,19 @@ from recur.types import Array, State
 class LanguageModel(nn.Module):
     """Embedding -> dropout -> stacked recurrent layers -> dropout -> logits over the vocabulary.
 
-    Dropout sits on the non-recurrent connections only (Zaremba et al. 2014); with
-    ``variational_dropout`` each sequence keeps one mask across time (Gal & Ghahramani 2016).
+    ``dropout_rate`` drops the non-recurrent connections (Zaremba et al. 2014): the embedded
+    inputs, between layers and the last layer's outputs; ``input_dropout`` and
+    ``output_dropout`` set the first and last of those apart (None: ``dropout_rate``). With
+    ``variational_dropout`` each sequence keeps one mask across time ("locked" dropout, Gal &
+    Ghahramani 2016; Merity et al. 2018). The AWD-LSTM toolkit (Merity et al. 2018) adds
+    ``embed_dropout`` (whole word types dropped per batch), ``weight_drop`` (DropConnect on the
+    recurrent matrices) and ``recurrent_dropout`` (Gal & Ghahramani's mask on ``h_{t-1}``
+    shared over time); see :mod:`recur.regularizers`. All rates 0 (the defaults) give the
+    unregularised model.
+
     ``tie_embeddings`` reuses the embedding matrix as the output layer (Press & Wolf 2017;
-    Inan et al. 2017) and needs ``hidden_size == embed_size``.
+    Inan et al. 2017) with a bias of its own; where ``hidden_size != embed_size`` a linear
+    projection (no bias) maps the last layer's outputs to ``embed_size`` first.
 
     Call with ``tokens [B, T]`` int and optionally the previous window's final states; returns
     ``(logits [B, T, V], final_states)``. The caller stops gradients at window boundaries.
@@ -29,17 +40,20 @@ class LanguageModel(nn.Module):
     num_layers: int = 2
     dropout_rate: float = 0.0
     variational_dropout: bool = False
+    input_dropout: float | None = None
+    output_dropout: float | None = None
+    embed_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    weight_drop: float = 0.0
     tie_embeddings: bool = False
     remat: bool = False
     fused: bool | None = None
     cell_options: Mapping[str, Any] = FrozenDict()
 
     def setup(self):
-        if self.tie_embeddings and self.hidden_size != self.embed_size:
-            raise ValueError(
-                f"tie_embeddings needs hidden_size == embed_size, got {self.hidden_size} "
-                f"and {self.embed_size}"
-            )
+        for name in ("input_dropout", "output_dropout", "embed_dropout"):
+            if getattr(self, name) is not None:
+                regularizers.check_rate(name, getattr(self, name))
         self.embed = nn.Embed(self.vocab_size, self.embed_size)
         self.recurrent = Recurrent(
             cell=self.cell,
@@ -47,14 +61,28 @@ class LanguageModel(nn.Module):
             num_layers=self.num_layers,
             dropout_rate=self.dropout_rate,
             variational_dropout=self.variational_dropout,
+            recurrent_dropout=self.recurrent_dropout,
+            weight_drop=self.weight_drop,
             remat=self.remat,
             fused=self.fused,
             cell_options=self.cell_options,
         )
         broadcast = (1,) if self.variational_dropout else ()
         self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=broadcast)
+        # Separate layers only for rates that differ (equal rates: today's masks exactly).
+        rates = {"input": self.input_dropout, "output": self.output_dropout}
+        self.apart = {
+            where: nn.Dropout(rate, broadcast_dims=broadcast)
+            for where, rate in rates.items()
+            if rate is not None and rate != self.dropout_rate
+        }
         if not self.tie_embeddings:
             self.head = nn.Dense(self.vocab_size)
+        else:  # the tied decoder keeps a bias of its own (Press & Wolf 2017)
+            self.output_bias = self.param("output_bias", nn.initializers.zeros,
+                                          (self.vocab_size,))  # fmt: skip
+            if self.hidden_size != self.embed_size:
+                self.projection = nn.Dense(self.embed_size, use_bias=False)
 
     def initial_states(self, batch_size: int) -> list[State]:
         """Zero states to start a stream with; works on an unbound module."""
@@ -69,10 +97,22 @@ class LanguageModel(nn.Module):
         *,
         deterministic: bool = True,
     ) -> tuple[Array, list[State]]:
-        xs = self.dropout(self.embed(tokens), deterministic=deterministic)  # [B, T, E]
+        if self.embed_dropout > 0.0 and not deterministic:
+            table = regularizers.embedding_dropout(
+                self.embed.embedding, self.embed_dropout, self.make_rng("dropout")
+            )
+            xs = jnp.take(table, tokens, axis=0)
+        else:
+            xs = self.embed(tokens)
+        drop_in = self.apart.get("input", self.dropout)
+        xs = drop_in(xs, deterministic=deterministic)  # [B, T, E]
         outputs, states = self.recurrent(
             xs, initial_states=initial_states, deterministic=deterministic
         )
-        outputs = self.dropout(outputs, deterministic=deterministic)  # [B, T, H]
-        logits = self.embed.attend(outputs) if self.tie_embeddings else self.head(outputs)
-        return logits, states
+        drop_out = self.apart.get("output", self.dropout)
+        outputs = drop_out(outputs, deterministic=deterministic)  # [B, T, H]
+        if not self.tie_embeddings:
+            return self.head(outputs), states
+        if self.hidden_size != self.embed_size:
+            outputs = self.projection(outputs)  # [B, T, E]
+        return self.embed.attend(outputs) + self.output_bias, states

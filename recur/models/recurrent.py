@@ -41,6 +41,11 @@ class Recurrent(nn.Module):
       dropout_rate: dropout between layers (needs the ``"dropout"`` rng when not deterministic).
       residual: residual connections around layers 2..N.
       variational_dropout: share each sequence's dropout mask across time steps.
+      recurrent_dropout: dropout on the recurrent connections, one mask per sequence shared by
+        all steps (Gal & Ghahramani 2016; :func:`recur.regularizers.recurrent_dropout_cell`);
+        such layers run with autodiff of the scan, not :mod:`recur.fused`.
+      weight_drop: DropConnect on the recurrent weight matrices, one mask per call (Merity et
+        al. 2018; :func:`recur.regularizers.weight_drop`).
       remat: rematerialise each step in the backward pass.
       hoist_projection: see :func:`recur.unroll` (None: the backend's default).
       fused: the hand-written backward pass of :mod:`recur.fused`; None: the backend's default
@@ -62,6 +67,8 @@ class Recurrent(nn.Module):
     dropout_rate: float = 0.0
     residual: bool = False
     variational_dropout: bool = False
+    recurrent_dropout: float = 0.0
+    weight_drop: float = 0.0
     remat: bool = False
     hoist_projection: bool | None = None
     fused: bool | None = None
@@ -104,6 +111,11 @@ class Recurrent(nn.Module):
             raise ValueError(f"unknown block {self.block!r}; available: {', '.join(BLOCKS)}")
         cells = self.make_cells()
         if self.block == "residual":
+            if self.recurrent_dropout or self.weight_drop:
+                raise ValueError(
+                    "recurrent_dropout and weight_drop apply to block='stack' layers; the "
+                    "residual block's cells (mingru, minlstm, lru) have no recurrent matmul"
+                )
             return self._residual(cells, xs, seq_lengths, initial_states, deterministic)
         input_size = xs.shape[-1]
         params = []
@@ -117,7 +129,11 @@ class Recurrent(nn.Module):
                 )
             )
             input_size = scan.layer_output_size(cell, self.bidirectional, self.merge)
-        use_dropout = not deterministic and self.dropout_rate > 0.0 and self.num_layers > 1
+        use_dropout = not deterministic and (
+            (self.dropout_rate > 0.0 and self.num_layers > 1)
+            or self.recurrent_dropout > 0.0
+            or self.weight_drop > 0.0
+        )
         return scan.stacked(
             cells,
             params,
@@ -130,6 +146,8 @@ class Recurrent(nn.Module):
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
             residual=self.residual,
             variational_dropout=self.variational_dropout,
+            recurrent_dropout=self.recurrent_dropout,
+            weight_drop=self.weight_drop,
             remat=self.remat,
             hoist_projection=self.hoist_projection,
             fused=self.fused,

@@ -20,7 +20,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from recur import files
-from recur.train import checkpoint, run_config, sharding
+from recur.train import averaging, checkpoint, run_config, sharding
 from recur.train.metrics import MetricWriter, Progress, to_python
 from recur.train.optim import make_optimizer
 from recur.train.state import (
@@ -126,6 +126,27 @@ def _with_nonfinite_record(step_fn):
         return new_state, metrics, nonfinite
 
     return step
+
+
+def record_validation(state: TrainState, eval_metrics: dict, mesh: Mesh, step: int) -> TrainState:
+    """After an evaluation: the averaging optimizer's trigger sees the validation loss
+    (:func:`recur.train.averaging.record_validation`); a note when averaging starts. Other
+    optimizers' states are returned as they are."""
+    before = averaging.find(state.opt_state)
+    if before is None:
+        return state
+    if "loss" not in eval_metrics:
+        raise ValueError(
+            "optim.averaging needs the evaluation's 'loss'; the task's summarize dropped it "
+            f"(metrics: {', '.join(sorted(eval_metrics))})"
+        )
+    loss = eval_metrics["loss"]
+    state = sharding.place_state(averaging.record_validation(state, loss), mesh)
+    if bool(averaging.find(state.opt_state).active) and not bool(before.active):
+        if sharding.is_writer():
+            print(f"averaging the params from step {step + 1} on (validation loss {loss:.4g} "
+                  "is worse than the best before the last evaluations)", flush=True)  # fmt: skip
+    return state
 
 
 def create_state(config: ml_collections.ConfigDict, task: Task, key: PRNGKey) -> TrainState:
@@ -310,6 +331,7 @@ def fit(
                     print(f"eval at step {step}: {format_metrics(eval_metrics, task)}", flush=True)
                 if task.on_eval is not None:  # a copy: the next step donates the state's buffers
                     task.on_eval(step, jax.tree.map(_copy, steps.state), eval_metrics)
+                steps.state = record_validation(steps.state, eval_metrics, mesh, step)
                 other_seconds += time.perf_counter() - clock
             if save:
                 clock = time.perf_counter()
@@ -343,6 +365,12 @@ def fit(
         "notes": task.notes,
         **task.info,
     }
+    averaged = averaging.find(steps.state.opt_state)
+    if averaged is not None:  # the first update averaged, and how many iterates were
+        results["averaging"] = {
+            "from_step": int(averaged.switch_step) + 1 if bool(averaged.active) else None,
+            "iterates": int(averaged.count),
+        }
     if writes:
         files.write_json(workdir / "final_metrics.json", results)
     return results
@@ -385,7 +413,9 @@ def format_metrics(metrics: dict[str, Any], task: Task) -> str:
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task):
-    """The params of the latest checkpoint in ``workdir`` (a run of ``task`` with ``config``).
+    """The params to evaluate of the latest checkpoint in ``workdir`` (a run of ``task`` with
+    ``config``): the average where the optimizer had started averaging
+    (:func:`recur.train.averaging.eval_params`).
 
     Raises:
       ValueError: when ``workdir`` holds no checkpoint.
@@ -396,6 +426,6 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Pat
     try:
         if manager.latest_step() is None:
             raise ValueError(f"no checkpoint in {workdir / 'checkpoints'}")
-        return checkpoint.restore_latest(manager, state).params
+        return averaging.eval_params(checkpoint.restore_latest(manager, state))
     finally:
         manager.close()

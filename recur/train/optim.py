@@ -14,10 +14,16 @@ Config fields (``config.optim``):
     ``decay_start`` -1 (the default) is ``decay_every``: one period at the peak rate first.
   warmup_steps: linear warm-up of ``warmup_cosine``; then cosine decay to 0 at the last step.
   clip_norm: clip gradients by global norm (0 or less: no clipping).
+  averaging: keep the average of the params from the point where the validation loss stops
+    improving (NT-ASGD, Merity et al. 2018; :mod:`recur.train.averaging`); evaluation then
+    uses the average.
+  nonmono: the averaging trigger's patience, in evaluations (AWD-LSTM: 5).
 """
 
 import ml_collections
 import optax
+
+from recur.train import averaging
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "step", "warmup_cosine")
@@ -40,6 +46,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
     config.warmup_steps = 100
     # Clip gradients by global norm (0: off).
     config.clip_norm = 1.0
+    config.averaging = False
+    config.nonmono = 5
     config.update(overrides)
     return config
 
@@ -84,4 +92,6 @@ def make_optimizer(
         optimizer = optax.chain(optax.add_decayed_weights(config.weight_decay), optimizer)
     if config.clip_norm and config.clip_norm > 0:
         optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer)
+    if config.get("averaging"):
+        optimizer = averaging.averaged(optimizer, config.get("nonmono", 5))
     return optimizer, schedule

@@ -25,6 +25,20 @@ EXTENDING_FIELDS = frozenset({
     "eval_batches", "fused", "remat",
 })  # fmt: skip
 
+# Fields added after runs were recorded, with the value that trains as those runs did: a
+# saved config without the field equals a current one that has it at this value (matched on
+# the dotted name's last components), so a code upgrade does not lock out older workdirs.
+ADDED_FIELDS = {
+    "optim.averaging": False,
+    "optim.nonmono": 5,
+    "model.embed_dropout": 0.0,
+    "model.input_dropout": None,
+    "model.output_dropout": None,
+    "model.recurrent_dropout": 0.0,
+    "model.weight_drop": 0.0,
+    "model.block": "stack",
+}
+
 _allowed = contextvars.ContextVar("recur_config_changes_allowed", default=False)
 
 
@@ -56,13 +70,18 @@ def as_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``"field: old -> new"`` for each field (dotted) whose value differs between two configs
     as JSON values, fields in :data:`EXTENDING_FIELDS` left out; a field only one of them has
-    shows as ``(absent)`` on the other side."""
+    shows as ``(absent)`` on the other side, unless it is in :data:`ADDED_FIELDS` at the
+    value that trains as before it existed."""
     saved, current = _flat(saved), _flat(current)
     changes = []
     for name in sorted(saved.keys() | current.keys()):
         if name.rsplit(".", 1)[-1] in EXTENDING_FIELDS:
             continue
         old, new = saved.get(name, "(absent)"), current.get(name, "(absent)")
+        added = [value for field, value in ADDED_FIELDS.items()
+                 if name == field or name.endswith("." + field)]  # fmt: skip
+        if added and old == "(absent)" and new == added[0]:
+            continue
         if old != new:
             changes.append(f"{name}: {old!r} -> {new!r}")
     return changes

@@ -31,6 +31,7 @@ from flax.training import train_state
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from recur.train import averaging
 from recur.types import Array, Params, PRNGKey
 
 Batch = dict[str, Array]
@@ -105,9 +106,12 @@ def train_step(state: TrainState, batch: Batch, rng: PRNGKey) -> tuple[TrainStat
 
 
 def eval_step(state: TrainState, batch: Batch) -> dict[str, Any]:
-    """The task's metrics (and loss) on one batch, deterministic; a stateful task's loss reads
-    ``batch["carry"]`` when present and returns ``metrics["carry"]`` for the next batch."""
-    loss_value, metrics = state.loss_fn(state.params, batch, jax.random.key(0), False)
+    """The task's metrics (and loss) on one batch, deterministic, with the params evaluation
+    uses (the average where the optimizer averages: :func:`recur.train.averaging.eval_params`);
+    a stateful task's loss reads ``batch["carry"]`` when present and returns
+    ``metrics["carry"]`` for the next batch."""
+    params = averaging.eval_params(state)
+    loss_value, metrics = state.loss_fn(params, batch, jax.random.key(0), False)
     return {**metrics, "loss": loss_value}
 
 
@@ -178,7 +182,7 @@ def split_eval_step(mesh: Mesh) -> Callable[[TrainState, Batch], dict]:
 
         metrics, carry = jax.shard_map(
             local, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P(DATA_AXIS))
-        )(state.params, batch)
+        )(averaging.eval_params(state), batch)
         return metrics if carry is None else {**metrics, "carry": carry}
 
     return step
