@@ -179,9 +179,12 @@ def test_padding_does_not_change_classifier_logits(pooling):
         np.testing.assert_allclose(alone[0], logits[b], atol=1e-5)
 
 
-def test_language_model_carries_state():
-    model = models.LanguageModel(vocab_size=V, embed_size=8, hidden_size=8, num_layers=2)
+@pytest.mark.parametrize(("cell", "block"), [("lstm", "stack"), ("mingru", "residual")])
+def test_language_model_carries_state(cell, block):
+    model = models.LanguageModel(vocab_size=V, embed_size=8, hidden_size=8, num_layers=2,
+                                 cell=cell, block=block)  # fmt: skip
     params = model.init(KEY, TOKENS)
+    assert ("norm_0" in params["params"]["recurrent"]) == (block == "residual")
     whole, _ = model.apply(params, TOKENS)
     first, states = model.apply(params, TOKENS[:, :2])
     second, _ = model.apply(params, TOKENS[:, 2:], states)

@@ -53,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.embed_size = 200
     config.model.hidden_size = 200
     config.model.num_layers = 2
+    # stack | residual (pre-norm residual blocks with a GLU, for mingru / minlstm / lru;
+    # recur.models.Recurrent).
+    config.model.block = "stack"
     # Dropout on the non-recurrent connections (embedding, between layers, before the softmax).
     config.model.dropout_rate = 0.0
     # The embedded inputs' and the last layer's outputs' rates, where they differ from

@@ -91,6 +91,7 @@ def make_model(config, vocab_size: int) -> models.LanguageModel:
         recurrent_dropout=model.get("recurrent_dropout", 0.0),
         weight_drop=model.get("weight_drop", 0.0),
         tie_embeddings=model.tie_embeddings,
+        block=model.get("block", "stack"),
         fused=model.get("fused"),
         cell_options=options,
     )

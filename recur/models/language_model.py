@@ -25,6 +25,9 @@ class LanguageModel(nn.Module):
     shared over time); see :mod:`recur.regularizers`. All rates 0 (the defaults) give the
     unregularised model.
 
+    ``block="residual"`` stacks the layers in the residual blocks of
+    :class:`~recur.models.Recurrent` (for mingru, minlstm and lru).
+
     ``tie_embeddings`` reuses the embedding matrix as the output layer (Press & Wolf 2017;
     Inan et al. 2017) with a bias of its own; where ``hidden_size != embed_size`` a linear
     projection (no bias) maps the last layer's outputs to ``embed_size`` first.
@@ -46,6 +49,7 @@ class LanguageModel(nn.Module):
     recurrent_dropout: float = 0.0
     weight_drop: float = 0.0
     tie_embeddings: bool = False
+    block: str = "stack"
     remat: bool = False
     fused: bool | None = None
     cell_options: Mapping[str, Any] = FrozenDict()
@@ -63,6 +67,7 @@ class LanguageModel(nn.Module):
             variational_dropout=self.variational_dropout,
             recurrent_dropout=self.recurrent_dropout,
             weight_drop=self.weight_drop,
+            block=self.block,
             remat=self.remat,
             fused=self.fused,
             cell_options=self.cell_options,
