@@ -301,20 +301,34 @@ runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
     )
 
 
-def test_two_processes_give_the_losses_of_one_process(tmp_path):
+TWO_PROCESS_RUNS = {
+    # Each process asks for one device (num_devices=1): the mesh still takes one per process.
+    "probes": ("experiments.probes.main", "--config=experiments/probes/config.py:smoke,task=copy",
+               "--config.num_devices=1"),
+    # The LM: carried state, then restore_params and evaluate_split after fit.
+    "lm": ("experiments.lm.main", "--config=experiments/lm/config.py:smoke"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("experiment", sorted(TWO_PROCESS_RUNS))
+def test_two_processes_give_the_losses_of_one_process(tmp_path, experiment):
     """--distributed: two processes on localhost (one CPU device each, collectives over TCP)
     train as one process with two devices; only process 0 writes the run's outputs."""
+    if experiment == "lm" and not (ROOT.parent / "shared/data/ptb").is_dir():
+        pytest.skip("../shared/data/ptb is absent")
+    module, config, *overrides = TWO_PROCESS_RUNS[experiment]
     with socket.socket() as probe:  # a free port for the coordinator
         probe.bind(("localhost", 0))
         port = probe.getsockname()[1]
-    args = ["--config=experiments/probes/config.py:smoke,task=copy", "--cpu_devices=1"]
     processes = [
         subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "experiments.probes.main",
-                *args,
+                module,
+                config,
+                *overrides,
+                "--cpu_devices=1",
                 f"--workdir={tmp_path / 'two'}",
                 "--distributed",
                 f"--coordinator_address=localhost:{port}",
@@ -332,7 +346,7 @@ def test_two_processes_give_the_losses_of_one_process(tmp_path):
     for process, (_, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr[-3000:]
     assert "step 6/6 | loss" in outputs[0][0] and "step 6/6" not in outputs[1][0]
-    one = run_module("experiments.probes.main", *args[:1], "--cpu_devices=2",
+    one = run_module(module, config, "--config.num_devices=2", "--cpu_devices=2",
                      f"--workdir={tmp_path / 'one'}")  # fmt: skip
     assert one.returncode == 0, one.stderr[-2000:]
     final = json.loads((tmp_path / "two/final_metrics.json").read_text())
@@ -345,6 +359,11 @@ def test_two_processes_give_the_losses_of_one_process(tmp_path):
     assert len(logged(tmp_path / "two")) == len(logged(tmp_path / "one")) > 3
     np.testing.assert_allclose(logged(tmp_path / "two"), logged(tmp_path / "one"), rtol=1e-5)
     assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == ["3", "6"]
+    if experiment == "lm":  # the evaluation after fit, over both processes
+        two, one = (json.loads((tmp_path / name / "results.json").read_text())
+                    for name in ("two", "one"))  # fmt: skip
+        for split in ("valid", "test"):
+            assert two[split]["perplexity"] == pytest.approx(one[split]["perplexity"], rel=1e-5)
 
 
 def _stop_after_checkpoint(task, step):

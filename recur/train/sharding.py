@@ -62,17 +62,44 @@ def use_cpu_cores(cpu_devices: int | None = None) -> int:
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh, axis ``"data"``, over the first ``num_devices`` devices (default: all)."""
+    """A 1-D mesh, axis ``"data"``, over the first ``num_devices`` devices (default: all).
+
+    With several processes every process takes part with as many of its own devices as the
+    others: ``num_devices // process_count`` each, at least one (so ``num_devices=1``, "no
+    split", is one device per process: a process without a device in the mesh could not
+    place its part of the arrays)."""
     devices = jax.devices()
-    return Mesh(np.asarray(devices[: num_devices or len(devices)]), (DATA_AXIS,))
+    count = min(num_devices or len(devices), len(devices))
+    processes = jax.process_count()
+    if processes == 1:
+        return Mesh(np.asarray(devices[:count]), (DATA_AXIS,))
+    own: dict[int, list] = {}
+    for device in devices:
+        own.setdefault(device.process_index, []).append(device)
+    each = max(1, count // processes)
+    chosen = [device for index in sorted(own) for device in own[index][:each]]
+    return Mesh(np.asarray(chosen), (DATA_AXIS,))
 
 
 def mesh_for_batch(batch_size: int, num_devices: int | None = None) -> Mesh:
     """The mesh over the most of the first ``num_devices`` devices (default: all) that split
     ``batch_size`` rows evenly (all of them when the batch divides; 1 device for a prime batch
-    size above their number)."""
+    size above their number). With several processes the count is a multiple of the number
+    of processes (see :func:`make_mesh`).
+
+    Raises:
+      ValueError: with several processes, a batch size that does not divide by their number.
+    """
     count = min(num_devices or jax.device_count(), jax.device_count())
-    return make_mesh(max(d for d in range(1, count + 1) if batch_size % d == 0))
+    processes = jax.process_count()
+    if batch_size % processes:
+        raise ValueError(
+            f"batch size {batch_size} does not split over {processes} processes; use a batch "
+            f"size divisible by {processes}"
+        )
+    count = max(count, processes)
+    fits = [d for d in range(processes, count + 1, processes) if batch_size % d == 0]
+    return make_mesh(max(fits))
 
 
 def _put(tree, sharding: NamedSharding):
