@@ -129,8 +129,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif variant == "ptb_awd":
         # Merity et al. (2018)'s toolkit at ptb_small's budget: tied 200-d embeddings, two
         # 400-unit layers and a 400 -> 200 projection (4.33M parameters with the LSTM); their
-        # dropout rates, weight drop, SGD at 30 with clipping 0.25, weight decay 1.2e-6 and
-        # the switch to averaging (NT-ASGD, 5 evaluations of patience); batch 80, BPTT 70.
+        # dropout rates and weight drop, clipping 0.25, weight decay 1.2e-6 and the switch to
+        # averaging (5 evaluations of patience); batch 80, BPTT 70. Adam, not their SGD at 30:
+        # at this size SGD at 30 (and at 10) spiked to training losses of 15-62 within 60
+        # steps, SGD at 5 stood at 7.0-7.3 after 100, Adam at 2e-3 reached 6.55 after 50
+        # (Melis et al. 2018 tune Adam for their LSTM LMs).
         config.model.embed_size, config.model.hidden_size = 200, 400
         config.model.tie_embeddings = True
         config.model.variational_dropout = True
@@ -143,10 +146,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.batch_size = 80
         config.bptt = 70
         config.sum_over_time = False
-        config.num_epochs = 60
+        config.num_epochs = 40
         config.decay_from_epoch = config.num_epochs + 1
         config.optim = optim.default_config(
-            name="sgd", learning_rate=30.0, clip_norm=0.25, weight_decay=1.2e-6,
+            name="adam", learning_rate=2e-3, clip_norm=0.25, weight_decay=1.2e-6,
             averaging=True, nonmono=5,
         )  # fmt: skip
     elif variant in ("ptb_char", "shakespeare_char"):
