@@ -23,7 +23,7 @@ MERGES = ("concat", "sum")
 # ``linear`` (jax.lax.scan over s = a * s + b alone: T steps of elementwise work) or
 # ``associative`` (jax.lax.associative_scan over the (a, b) pairs: O(log T) depth, about twice
 # the work), as recurrentgemma's linear and associative scans.
-SCAN_KINDS = ("sequential", "linear", "associative")
+SCAN_KINDS = ("sequential", "linear", "associative", "log")
 
 
 def default_scan_kind(cell: Cell) -> str:
@@ -166,6 +166,9 @@ def unroll(
         (None): :func:`default_scan_kind`, and ``sequential`` with ``perturbations``.
         ``linear`` and ``associative`` (cells with a ``linear`` recurrence: mingru, minlstm,
         lru) compute every step's ``(a, b)`` at once and run only ``s = a s + b`` over time;
+        ``log`` does it in log space with a cumulative sum and ``jax.lax.cumlogsumexp`` (cells
+        with ``log_coefficients``: mingru with ``positive=True``; the initial state must be
+        nonnegative);
         padding steps are the identity ``(1, 0)``, and ``remat`` rematerialises the whole
         pass.
 
@@ -196,6 +199,10 @@ def unroll(
         if cell.linear is None:
             raise ValueError(f"scan_kind={scan_kind!r} needs a cell with a linear recurrence; "
                              f"{cell.name} has none")  # fmt: skip
+        if scan_kind == "log" and cell.linear.log_coefficients is None:
+            raise ValueError(f"scan_kind='log' needs positive coefficients in log space "
+                             f"(LinearRecurrence.log_coefficients); {cell.name} has none, "
+                             "e.g. build mingru with positive=True")  # fmt: skip
         if perturbations is not None or fused:
             raise ValueError(
                 f"scan_kind={scan_kind!r} does not combine with perturbations or fused"
@@ -249,23 +256,12 @@ def _combine(earlier, later):
     return a_j * a_i, a_j * b_i + b_j
 
 
-def _linear_unroll(
-    cell: Cell, params: Params, xs: Array, initial_state: State, seq_lengths, reverse: bool,
-    scan_kind: str,
-) -> tuple[Array, State]:  # fmt: skip
-    """:func:`unroll` of a cell with a linear recurrence: its ``(a, b)`` for every step at
-    once, then ``s_t = a_t s_{t-1} + b_t`` by ``jax.lax.scan`` (``linear``) or
-    ``jax.lax.associative_scan`` (``associative``), then the readout of every step."""
-    recurrence = cell.linear
-    batch_size, num_steps, _ = xs.shape
-    x_proj = cell.project(params, jnp.swapaxes(xs, 0, 1))  # [T, B, G]
-    a, b = recurrence.coefficients(params, x_proj)  # each [T, B, N]
-    mask = None
-    if seq_lengths is not None:
-        mask = (jnp.arange(num_steps)[:, None] < seq_lengths[None, :])[..., None]  # [T, B, 1]
-        a = jnp.where(mask, a, jnp.ones_like(a))  # padding: the identity step
+def _linear_space_scan(a, b, s0, mask, reverse: bool, scan_kind: str) -> Array:
+    """Every step's state of ``s_t = a_t s_{t-1} + b_t`` from ``s0``, ``a, b [T, B, N]``;
+    padding (``mask`` False) is the identity step ``(1, 0)``."""
+    if mask is not None:
+        a = jnp.where(mask, a, jnp.ones_like(a))
         b = jnp.where(mask, b, jnp.zeros_like(b))
-    s0 = recurrence.linear_state(initial_state).astype(b.dtype)
     if scan_kind == "linear":
 
         def body(state, coefficients):
@@ -273,10 +269,59 @@ def _linear_unroll(
             return state, state
 
         _, s = jax.lax.scan(body, s0, (a, b), reverse=reverse)  # [T, B, N]
+        return s
+    first = a.shape[0] - 1 if reverse else 0  # the step that reads the initial state
+    b = b.at[first].add(a[first] * s0)
+    _, s = jax.lax.associative_scan(_combine, (a, b), axis=0, reverse=reverse)
+    return s
+
+
+# log 0 in the log-space scan: exp() of it is 0 in float32 and float64, and it stays finite
+# after the subtraction of any cumulative log a a sequence can reach.
+_LOG_ZERO = -1e30
+
+
+def _log_space_scan(log_a, log_b, s0, mask, reverse: bool) -> Array:
+    """The same states from ``log a, log b [T, B, N]`` and ``s0 >= 0`` in log space (Feng et
+    al. 2024, Appendix B): ``log s_t = A_t + logcumsumexp_{k <= t}([log s_0, log b_k - A_k])``
+    with ``A_t = cumsum_{j <= t} log a_j``; padding is ``(log a, log b) = (0, log 0)``. ``log
+    0`` is :data:`_LOG_ZERO`, finite: ``-inf`` would make ``cumlogsumexp``'s gradient NaN."""
+    if mask is not None:
+        log_a = jnp.where(mask, log_a, jnp.zeros_like(log_a))
+        log_b = jnp.where(mask, log_b, jnp.full_like(log_b, _LOG_ZERO))
+    if reverse:
+        log_a, log_b = log_a[::-1], log_b[::-1]
+    positive = s0 > 0  # log 0, with a zero (not NaN) gradient
+    log_s0 = jnp.where(positive, jnp.log(jnp.where(positive, s0, 1.0)), _LOG_ZERO)
+    a_star = jnp.cumsum(log_a, axis=0)
+    terms = jnp.concatenate([log_s0[None], log_b - a_star], axis=0)
+    log_s = a_star + jax.lax.cumlogsumexp(terms, axis=0)[1:]
+    s = jnp.exp(log_s)
+    return s[::-1] if reverse else s
+
+
+def _linear_unroll(
+    cell: Cell, params: Params, xs: Array, initial_state: State, seq_lengths, reverse: bool,
+    scan_kind: str,
+) -> tuple[Array, State]:  # fmt: skip
+    """:func:`unroll` of a cell with a linear recurrence: its ``(a, b)`` for every step at
+    once, then ``s_t = a_t s_{t-1} + b_t`` by ``jax.lax.scan`` (``linear``),
+    ``jax.lax.associative_scan`` (``associative``) or in log space (``log``), then the readout
+    of every step."""
+    recurrence = cell.linear
+    batch_size, num_steps, _ = xs.shape
+    x_proj = cell.project(params, jnp.swapaxes(xs, 0, 1))  # [T, B, G]
+    mask = None
+    if seq_lengths is not None:
+        mask = (jnp.arange(num_steps)[:, None] < seq_lengths[None, :])[..., None]  # [T, B, 1]
+    if scan_kind == "log":
+        log_a, log_b = recurrence.log_coefficients(params, x_proj)  # each [T, B, N]
+        s0 = recurrence.linear_state(initial_state).astype(log_b.dtype)
+        s = _log_space_scan(log_a, log_b, s0, mask, reverse)
     else:
-        first = num_steps - 1 if reverse else 0  # the step that reads the initial state
-        b = b.at[first].add(a[first] * s0)
-        _, s = jax.lax.associative_scan(_combine, (a, b), axis=0, reverse=reverse)
+        a, b = recurrence.coefficients(params, x_proj)  # each [T, B, N]
+        s0 = recurrence.linear_state(initial_state).astype(b.dtype)
+        s = _linear_space_scan(a, b, s0, mask, reverse, scan_kind)
     states, ys = recurrence.readout(params, s, x_proj)
     # The final state is the state after the last step read: the last valid one going forward,
     # step 0 going backward.

@@ -21,6 +21,7 @@ CELLS_UNDER_TEST = [
     ("gru", {"variant": "reset_after"}),
     ("gru", {"variant": "reset_before"}),
     ("mingru", {}),
+    ("mingru", {"positive": True}),
     ("minlstm", {}),
     ("lru", {"r_min": 0.5, "r_max": 0.99}),
 ]
@@ -98,7 +99,10 @@ def numpy_reference(name, options, params, xs, recurrent_mask=None):
             w_z, w_h = np.split(p["w"], 2, axis=1)
             b_z, b_h = np.split(p["b"], 2)
             z = _sigmoid(x @ w_z + b_z)
-            h = (1 - z) * h + z * (x @ w_h + b_h)
+            candidate = x @ w_h + b_h
+            if options.get("positive"):  # g(x) of the paper's log-space version (Section 3.1)
+                candidate = np.where(candidate >= 0, candidate + 0.5, _sigmoid(candidate))
+            h = (1 - z) * h + z * candidate
         elif name == "minlstm":  # Section 3.2, length-independent (normalised gates)
             w_f, w_i, w_h = np.split(p["w"], 3, axis=1)
             b_f, b_i, b_h = np.split(p["b"], 3)

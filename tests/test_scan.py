@@ -365,29 +365,33 @@ def test_unroll_with_the_batch_split_over_devices():
 
 
 LINEAR_CELLS = [(n, o) for n, o in CELLS_UNDER_TEST if cells.get(n, 2, **o).linear is not None]
+LINEAR_IDS = [n + ("-positive" if o.get("positive") else "") for n, o in LINEAR_CELLS]
 
 
-@pytest.mark.parametrize(("name", "options"), LINEAR_CELLS, ids=[n for n, _ in LINEAR_CELLS])
+@pytest.mark.parametrize(("name", "options"), LINEAR_CELLS, ids=LINEAR_IDS)
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
 def test_parallel_scans_equal_the_sequential_steps(name, options, dtype):
-    """Both parallel scans, every output and final-state field, with and without padding and
-    a carried initial state, both directions: 1e-10 in float64, 1e-5 in float32 (the issue's
-    targets)."""
+    """The parallel scans (``log`` too, for cells with log-space coefficients), every output
+    and final-state field, with and without padding and a carried initial state (nonnegative
+    for ``log``), both directions: 1e-10 in float64, 1e-5 in float32 (the issue's targets)."""
     tolerance = 1e-10 if dtype == jnp.float64 else 1e-5
     with jax.enable_x64(dtype == jnp.float64):
         for batch, steps, width in [(3, 7, 5), (2, 33, 6), (1, 1, 6)]:
             cell, params = make(name, options, input_size=width, dtype=dtype)
             xs = inputs((batch, steps, width), dtype=dtype)
+            kinds = ["linear", "associative"] + (["log"] if cell.linear.log_coefficients else [])
             state = jax.tree.map(
                 lambda s: jax.random.normal(jax.random.key(9), s.shape, s.dtype),
                 cell.initial_state((batch,), dtype),
             )
+            if "log" in kinds:  # log space needs a nonnegative state
+                state = jax.tree.map(jnp.abs, state)
             lengths = jnp.maximum(steps - 3 * jnp.arange(batch), 1)
             for reverse in (False, True):
                 for kwargs in ({}, {"seq_lengths": lengths, "initial_state": state}):
                     want = recur.unroll(cell, params, xs, reverse=reverse,
                                         scan_kind="sequential", **kwargs)  # fmt: skip
-                    for scan_kind in ("linear", "associative"):
+                    for scan_kind in kinds:
                         got = recur.unroll(cell, params, xs, reverse=reverse,
                                            scan_kind=scan_kind, **kwargs)  # fmt: skip
                         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
@@ -416,6 +420,25 @@ def test_associative_scan_in_stacks_both_directions_with_remat_and_its_gradients
             np.testing.assert_allclose(got, want, rtol=1e-10)
             jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
                          got_grad, want_grad)  # fmt: skip
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_log_space_scan_gradients_equal_the_sequential_ones(reverse):
+    """Padding is log 0 (finite) in log space: -inf made the gradient NaN."""
+    with jax.enable_x64(True):
+        cell, params = make("mingru", {"positive": True}, dtype=jnp.float64)
+        xs = inputs(dtype=jnp.float64)
+        lengths = jnp.array([T, 3, 1])
+
+        def loss(params, xs, scan_kind):
+            ys, final = recur.unroll(cell, params, xs, seq_lengths=lengths, reverse=reverse,
+                                     scan_kind=scan_kind)  # fmt: skip
+            return jnp.sum(ys**2) + jnp.sum(jnp.sin(final.h))
+
+        want = jax.grad(loss, argnums=(0, 1))(params, xs, "sequential")
+        got = jax.grad(loss, argnums=(0, 1))(params, xs, "log")
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
+                     got, want)  # fmt: skip
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -451,9 +474,11 @@ def test_scan_kind_errors():
         recur.unroll(cell, params, inputs(), scan_kind="associative")
     assert recur.scan.default_scan_kind(cell) == "sequential"
     assert recur.scan.default_scan_kind(cells.get("lru", 3)) == "linear"  # on CPU (measured)
-    with pytest.raises(ValueError, match="unknown scan_kind 'log'; available: sequential, linear"):
-        recur.unroll(cell, params, inputs(), scan_kind="log")
+    with pytest.raises(ValueError, match="unknown scan_kind 'parallel'; available: sequential"):
+        recur.unroll(cell, params, inputs(), scan_kind="parallel")
     cell, params = make("mingru", {})
+    with pytest.raises(ValueError, match="scan_kind='log' needs positive coefficients.*positive"):
+        recur.unroll(cell, params, inputs(), scan_kind="log")
     with pytest.raises(ValueError, match="does not combine with perturbations or fused"):
         recur.unroll(cell, params, inputs(), scan_kind="associative", fused=True)
     # Perturbations (the gradient-flow diagnostics) take the sequential path by default.

@@ -37,6 +37,10 @@ class LinearRecurrence(NamedTuple):
     * ``readout(params, s, x_proj) -> (state, output)``: the cell state and the output of a
       step that reached ``s`` while reading ``x_proj`` (over any leading axes).
 
+    * ``log_coefficients(params, x_proj) -> (log a, log b)`` (optional; cells whose ``a`` and
+      ``b`` are positive, e.g. minGRU with ``positive=True``): the same coefficients in log
+      space, for ``scan_kind="log"`` (Feng et al. 2024's cumulative sum and log-cum-sum-exp).
+
     ``step(params, state, x_proj)`` must equal ``readout(params, a * linear_state(state) + b,
     x_proj)`` with ``a, b = coefficients(params, x_proj)``.
     """
@@ -44,6 +48,7 @@ class LinearRecurrence(NamedTuple):
     coefficients: Callable[[Params, Array], tuple[Array, Array]]
     linear_state: Callable[[State], Array]
     readout: Callable[[Params, Array, Array], tuple[State, Array]]
+    log_coefficients: Callable[[Params, Array], tuple[Array, Array]] | None = None
 
 
 class Cell(NamedTuple):

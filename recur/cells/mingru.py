@@ -9,8 +9,9 @@ Params ``w [D, 2H]`` (update gate, candidate) and ``b [2H]``::
 
 This is the paper's minGRU as defined in its equations (Section 3.1). The paper's log-space
 implementation also passes ``h̃`` through ``g(x) = x + 0.5 (x >= 0), σ(x) (x < 0)`` to keep it
-positive for ``log``; recur's parallel path is an associative scan over ``(a, b)`` pairs in
-linear space (:func:`recur.unroll`), which needs no sign, so ``h̃`` is used as it is.
+positive for ``log``: ``positive=True`` builds that variant, which also has the log-space
+coefficients for ``scan_kind="log"``. recur's default parallel paths scan ``(a, b)`` pairs in
+linear space (:func:`recur.unroll`), which need no sign, so by default ``h̃`` is used as it is.
 
 References:
   Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, "Were RNNs all we needed?", arXiv:2410.01201,
@@ -43,6 +44,7 @@ def mingru(
     hidden_size: int,
     *,
     kernel_init: str | Initializer = "lecun_normal",
+    positive: bool = False,
     param_dtype: Any = jnp.float32,
 ) -> Cell:
     """Builds a minGRU cell.
@@ -50,6 +52,8 @@ def mingru(
     Args:
       hidden_size: H.
       kernel_init: initialiser of each ``[D, H]`` block of ``w [D, 2H]``.
+      positive: the paper's log-space variant, ``h̃_t = g(x_t W_h + b_h)`` (positive, so a
+        nonnegative initial state keeps every state positive), with ``log_coefficients``.
       param_dtype: dtype of parameters and of the default initial state.
 
     Returns:
@@ -76,8 +80,20 @@ def mingru(
     def coefficients(params, x_proj):
         del params
         z_logit, candidate = jnp.split(x_proj, 2, axis=-1)
+        if positive:
+            candidate = jnp.where(candidate >= 0, candidate + 0.5, jax.nn.sigmoid(candidate))
         # 1 - σ(k) = σ(-k), exact where 1 - σ(k) would round to 0.
         return jax.nn.sigmoid(-z_logit), jax.nn.sigmoid(z_logit) * candidate
+
+    def log_coefficients(params, x_proj):
+        del params
+        z_logit, candidate = jnp.split(x_proj, 2, axis=-1)
+        # log g(x): log(x + 0.5) for x >= 0 (its argument kept >= 0.5 on both branches), else
+        # log σ(x) = -softplus(-x).
+        log_g = jnp.where(
+            candidate >= 0, jnp.log(jnp.maximum(candidate, 0.0) + 0.5), -jax.nn.softplus(-candidate)
+        )
+        return -jax.nn.softplus(z_logit), -jax.nn.softplus(-z_logit) + log_g
 
     def readout(params, s, x_proj):
         del params, x_proj
@@ -91,5 +107,6 @@ def mingru(
         del params, state
         return {"update": jax.nn.sigmoid(x_proj[..., :H])}
 
-    linear = LinearRecurrence(coefficients, lambda state: state.h, readout)
+    linear = LinearRecurrence(coefficients, lambda state: state.h, readout,
+                              log_coefficients if positive else None)  # fmt: skip
     return Cell(init, initial_state, project, step, H, "mingru", gates, linear=linear)
