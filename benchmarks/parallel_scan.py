@@ -54,21 +54,26 @@ PARALLEL_KINDS = ("linear", "associative")
 
 
 def implementations(names, sizes):
-    """``{label: (cell name, hidden size, scan_kind)}``: the classic cells (sequential), and
-    each cell with a linear recurrence three ways: ``<name>_linear``, ``<name>_associative``
-    and ``<name>_sequential`` (see :data:`recur.scan.SCAN_KINDS`)."""
+    """``{label: (cell name, hidden size, scan_kind, cell options)}``: the classic cells
+    (sequential), and each cell with a linear recurrence three ways: ``<name>_linear``,
+    ``<name>_associative`` and ``<name>_sequential`` (see :data:`recur.scan.SCAN_KINDS`); for
+    minGRU also the paper's log-space scan of its positive variant (``mingru_log``, with
+    ``mingru_positive_linear``, the same function by the linear scan, beside it)."""
     out = {}
     for name in names:
         if cells.get(name, 2).linear is None:
-            out[name] = (name, sizes[name], "sequential")
+            out[name] = (name, sizes[name], "sequential", {})
         else:
             for kind in (*PARALLEL_KINDS, "sequential"):
-                out[f"{name}_{kind}"] = (name, sizes[name], kind)
+                out[f"{name}_{kind}"] = (name, sizes[name], kind, {})
+        if name == "mingru":
+            out["mingru_positive_linear"] = (name, sizes[name], "linear", {"positive": True})
+            out["mingru_log"] = (name, sizes[name], "log", {"positive": True})
     return out
 
 
-def build(name, hidden, scan_kind, batch, length, inputs):
-    cell = cells.get(name, hidden)
+def build(name, hidden, scan_kind, batch, length, inputs, options=None):
+    cell = cells.get(name, hidden, **(options or {}))
     params = cell.init(jax.random.key(0), inputs)
 
     def loss_fn(params, xs, cotangent):
@@ -81,9 +86,9 @@ def build(name, hidden, scan_kind, batch, length, inputs):
 
 def measure(impls, length, steps, warmup):
     runners, records = {}, {}
-    for label, (name, hidden, scan_kind) in impls.items():
+    for label, (name, hidden, scan_kind, options) in impls.items():
         run, compile_seconds, memory = build(name, hidden, scan_kind, FLAGS.batch_size, length,
-                                             FLAGS.input_size)  # fmt: skip
+                                             FLAGS.input_size, options)  # fmt: skip
         for _ in range(warmup):
             run()
         runners[label] = run
@@ -167,7 +172,7 @@ def main(argv):
         print(f"T={length}: " + " | ".join(parts), flush=True)
         report["rows"].append({"T": length, "results": records})
         write_json(out / "parallel_scan.json", report)
-    parallel = sorted({name for name, _, kind in impls.values() if kind != "sequential"})
+    parallel = sorted({name for name, _, kind, _ in impls.values() if kind in PARALLEL_KINDS})
     report["crossover_T"] = {
         name: {kind: crossover(report["rows"], name, kind) for kind in PARALLEL_KINDS}
         for name in parallel

@@ -183,20 +183,21 @@ def test_train_speed_bad_input(tmp_path):
 
 def test_parallel_scan_app_smoke(tmp_path):
     result = run_module(
-        "benchmarks.parallel_scan", "--cells=gru,lru", "--lengths=5,9", "--hidden_size=6",
+        "benchmarks.parallel_scan", "--cells=gru,mingru", "--lengths=5,9", "--hidden_size=6",
         "--input_size=3", "--batch_size=2", "--steps=1", f"--out={tmp_path}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads((tmp_path / "parallel_scan.json").read_text())
     assert record["complete"] and [row["T"] for row in record["rows"]] == [5, 9]
     assert set(record["rows"][0]["results"]) == {
-        "gru", "lru_linear", "lru_associative", "lru_sequential"
+        "gru", "mingru_linear", "mingru_associative", "mingru_sequential",
+        "mingru_positive_linear", "mingru_log",
     }  # fmt: skip
     sizes, counts = record["hidden_sizes"], record["param_counts"]
-    for size in (sizes["lru"] - 1, sizes["lru"] + 1):  # the matched size is the closest
-        other = recur.cell_param_count("lru", size, 3)
-        assert abs(other - counts["gru"]) >= abs(counts["lru"] - counts["gru"])
-    assert set(record["crossover_T"]) == {"lru"}
-    assert set(record["crossover_T"]["lru"]) == {"linear", "associative"}
+    for size in (sizes["mingru"] - 1, sizes["mingru"] + 1):  # the matched size is the closest
+        other = recur.cell_param_count("mingru", size, 3)
+        assert abs(other - counts["gru"]) >= abs(counts["mingru"] - counts["gru"])
+    assert set(record["crossover_T"]) == {"mingru"}
+    assert set(record["crossover_T"]["mingru"]) == {"linear", "associative"}
     bad = run_module("benchmarks.parallel_scan", "--cells=s4", f"--out={tmp_path}")
     assert bad.returncode == 1 and "error: unknown cell 's4'" in bad.stderr
