@@ -248,3 +248,22 @@ def test_fit_switches_to_averaging_and_resumes_mid_averaging_exactly(tmp_path, c
     differ = jax.tree.map(lambda x, y: np.abs(np.asarray(x) - np.asarray(y)).max(), averaged,
                           a[1])  # fmt: skip
     assert max(jax.tree.leaves(differ)) > 0  # evaluation reads the average, not the params
+
+
+def test_weight_drop_gradients_through_the_fused_path_equal_autodiff():
+    xs = inputs((4, 9, 5))
+    rngs = {"dropout": jax.random.key(2)}
+    grads = []
+    for fused in (True, False):
+        layer = models.Recurrent(cell="lstm", hidden_size=8, num_layers=2, weight_drop=0.5,
+                                 fused=fused)  # fmt: skip
+        params = layer.init(jax.random.key(1), xs)["params"]
+
+        def loss(params, layer=layer):
+            ys, _ = layer.apply({"params": params}, xs, deterministic=False, rngs=rngs)
+            return jnp.sum(ys**2)
+
+        grads.append(jax.grad(loss)(params))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *grads)
+    dropped = np.asarray(grads[0]["layer_0"]["w_hh"]) == 0  # dropped weights get no gradient
+    assert 0.3 < dropped.mean() < 0.7
