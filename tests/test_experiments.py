@@ -63,6 +63,16 @@ def test_compare_command_line_smoke_and_skip_on_rerun(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     rerun = run_module(*args)
     assert rerun.stdout.count("skipping") == 6
+    # The report of the finished lengths alone (T = 32 never trained), training nothing.
+    partial = run_module(*args, "--config.report_only=true", "--config.lengths=(16, 32)")
+    assert partial.returncode == 0, partial.stderr[-2000:]
+    assert "report of the finished lengths [16] (of [16, 32])" in partial.stdout
+    assert "| 16 |" in partial.stdout and "| 32 |" not in partial.stdout
+    assert "==" not in partial.stdout and not (tmp_path / "selective_copy_rnn_T32_seed0").exists()
+    none = run_module(*args, "--config.report_only=true", "--config.lengths=(32,)")
+    assert none.returncode == 1 and none.stderr.strip().splitlines() == [
+        f"error: report_only: no sequence length in {tmp_path} has every cell and seed finished"
+    ]
     # A finished point is reused only under the same settings, not just the same step count.
     changed = run_module(*args, "--config.probe.optim.learning_rate=0.5")
     assert changed.returncode == 1 and "skipping" not in changed.stdout

@@ -53,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.lengths = (25, 50, 100)
     # Seeds per (cell, T).
     config.seeds = (0,)
+    # Write the report from the finished points alone, training nothing: the lengths at which
+    # every cell and seed finished (a long grid's columns while the rest still trains).
+    config.report_only = False
     if long:
         config.lengths = (100, 200, 400)
         config.probe.num_steps = 4000
