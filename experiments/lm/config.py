@@ -2,7 +2,8 @@
 
 Variants (comma-separated): ``ptb_small`` (default), ``ptb_medium``, ``ptb_awd`` (the
 AWD-LSTM regularisation toolkit at ptb_small's parameter budget, 4.65M), ``ptb_char``,
-``shakespeare_char``, ``cell=rnn|lstm|gru``, ``smoke``.
+``shakespeare_char``, ``shakespeare_awd`` (shakespeare_char's model with the same toolkit),
+``cell=rnn|lstm|gru``, ``smoke``.
 
   python -m experiments.lm.main --config=experiments/lm/config.py:ptb_small,cell=lstm \
       --workdir=/tmp/ptb_small_lstm
@@ -20,7 +21,9 @@ from recur.train import optim, variants
 
 PTB = "../shared/data/ptb"
 SHAKESPEARE = "../shared/data/tinyshakespeare/input.txt"
-VARIANTS = ("ptb_small", "ptb_medium", "ptb_awd", "ptb_char", "shakespeare_char")
+VARIANTS = (
+    "ptb_small", "ptb_medium", "ptb_awd", "ptb_char", "shakespeare_char", "shakespeare_awd",
+)  # fmt: skip
 # ptb_small's SGD learning rate per cell (the largest of 1, 0.5, 0.2 that trained here).
 PTB_SMALL_LR = {"lstm": 1.0, "gru": 0.5, "rnn": 0.2}
 
@@ -152,7 +155,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             name="adam", learning_rate=2e-3, clip_norm=0.25, weight_decay=1.2e-6,
             averaging=True, nonmono=5,
         )  # fmt: skip
-    elif variant in ("ptb_char", "shakespeare_char"):
+    elif variant in ("ptb_char", "shakespeare_char", "shakespeare_awd"):
         config.data.level = "char_tokens" if variant == "ptb_char" else "char"
         if variant == "ptb_char":
             config.data.train_path = f"{PTB}/ptb.char.train.txt.gz"
@@ -174,6 +177,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.num_epochs = 10 if variant == "shakespeare_char" else 4
         config.decay_from_epoch = config.num_epochs + 1
         config.optim = optim.default_config(learning_rate=2e-3, clip_norm=5.0)
+        if variant == "shakespeare_awd":
+            # Merity et al. (2018)'s character-level rates (locked dropout 0.1 on the
+            # embeddings and the output, 0.25 between layers, no embedding dropout), weight
+            # drop 0.3 (their 0.5 is for 1,000-unit layers), tied embeddings through a
+            # 256 -> 64 projection, clipping 0.25, averaging after 5 evaluations without
+            # improvement, three times shakespeare_char's epochs.
+            config.model.variational_dropout = True
+            config.model.dropout_rate = 0.25
+            config.model.input_dropout = 0.1
+            config.model.output_dropout = 0.1
+            config.model.weight_drop = 0.3
+            config.model.tie_embeddings = True
+            config.num_epochs = 30
+            config.decay_from_epoch = config.num_epochs + 1
+            config.optim = optim.default_config(
+                learning_rate=2e-3, clip_norm=0.25, averaging=True, nonmono=5
+            )
 
     if "smoke" in items:
         config.data.train_path = f"{PTB}/ptb.valid.txt"
