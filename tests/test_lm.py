@@ -11,7 +11,7 @@ from test_train import run_module, run_module_killed, run_module_on_a_full_disk
 
 from experiments.lm import config as lm_config
 from experiments.lm import sample, train
-from recur.train import checkpoint, fit
+from recur.train import averaging, checkpoint, fit
 from recur.train.optim import make_optimizer, make_schedule
 from recur.train.state import TrainState
 
@@ -98,6 +98,23 @@ def test_training_carries_state_and_resumes_exactly(tmp_path, corpus):
     manager.close()
     assert int(restored.step) == 8
     assert all(float(jnp.abs(leaf).max()) > 0 for leaf in jax.tree.leaves(restored.carry))
+
+
+def test_averaged_run_reports_its_last_iterate_beside_the_average(tmp_path, corpus, monkeypatch):
+    # The trigger fires at the first evaluation (step 3): steps 4-6 are averaged.
+    def switch_now(state, loss, step):
+        return averaging._record(state._replace(best_before=jnp.float32(-jnp.inf)), loss, step)
+
+    monkeypatch.setattr(averaging, "_record_jit", jax.jit(switch_now))
+    config = smoke_config(corpus)
+    config.optim.update(averaging=True, nonmono=1)
+    results = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert results["training"]["averaging"] == {"from_step": 4, "iterates": 3}
+    last = results["last_iterate"]
+    for split in ("valid", "test"):
+        assert set(last[split]) == set(results[split])
+        assert last[split]["nll"] != pytest.approx(results[split]["nll"], rel=1e-6)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["last_iterate"] == last
 
 
 def test_windows_cover_an_epoch_and_reset_at_its_start(corpus):

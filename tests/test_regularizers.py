@@ -248,6 +248,9 @@ def test_fit_switches_to_averaging_and_resumes_mid_averaging_exactly(tmp_path, c
     differ = jax.tree.map(lambda x, y: np.abs(np.asarray(x) - np.asarray(y)).max(), averaged,
                           a[1])  # fmt: skip
     assert max(jax.tree.leaves(differ)) > 0  # evaluation reads the average, not the params
+    last = restore_params(config, tmp_path / "whole", probe_train.build_task(config),
+                          averaged=False)  # fmt: skip
+    jax.tree.map(np.testing.assert_array_equal, last, a[1])  # ... unless asked for the iterate
 
 
 def test_weight_drop_gradients_through_the_fused_path_equal_autodiff():

@@ -259,6 +259,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "command": " ".join(["python -m experiments.lm.main", *sys.argv[1:]]),
         "config": json.loads(config.to_json_best_effort()),
     }
+    if (training.get("averaging") or {}).get("from_step") is not None:
+        # The averaging ablation at no extra training: the same run's last iterate.
+        last = restore_params(config, workdir, task, averaged=False)
+        results["last_iterate"] = {
+            "valid": evaluate_split(task, last, ids["valid"], config),
+            "test": evaluate_split(task, last, ids["test"], config),
+        }
     if is_writer():
         files.write_json(workdir / "results.json", results)
     name = task.metric

@@ -412,10 +412,17 @@ def format_metrics(metrics: dict[str, Any], task: Task) -> str:
     return text
 
 
-def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task):
+def restore_params(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    task: Task,
+    *,
+    averaged: bool = True,
+):
     """The params to evaluate of the latest checkpoint in ``workdir`` (a run of ``task`` with
     ``config``): the average where the optimizer had started averaging
-    (:func:`recur.train.averaging.eval_params`).
+    (:func:`recur.train.averaging.eval_params`); with ``averaged=False`` the last iterate
+    (the params the optimizer updates) in every case.
 
     Raises:
       ValueError: when ``workdir`` holds no checkpoint.
@@ -426,6 +433,7 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Pat
     try:
         if manager.latest_step() is None:
             raise ValueError(f"no checkpoint in {workdir / 'checkpoints'}")
-        return averaging.eval_params(checkpoint.restore_latest(manager, state))
+        restored = checkpoint.restore_latest(manager, state)
+        return averaging.eval_params(restored) if averaged else restored.params
     finally:
         manager.close()
