@@ -196,16 +196,18 @@ def test_error_kinds_tell_misread_digits_from_broken_grammar():
     assert kinds == {"misread": 1, "malformed": 1, "wrong_length": 0}  # no strip starts with 0
 
 
-def smoke_task(tmp_path):
+def smoke_task(tmp_path, **model):
     (tmp_path / "mnist").mkdir()
     fake_mnist(tmp_path / "mnist")
     config = caption_config.get_config("number,smoke")
+    config.model.update(model)
     config.data.mnist_dir = str(tmp_path / "mnist")
     return config, train.build_task(config, train.prepare(config))
 
 
-def test_one_train_step_changes_the_encoder_and_the_decoder(tmp_path):
-    config, task = smoke_task(tmp_path)
+@pytest.mark.parametrize("model", [{}, {"cell": "lru", "block": "residual", "num_layers": 2}])
+def test_one_train_step_changes_the_encoder_and_the_decoder(tmp_path, model):
+    config, task = smoke_task(tmp_path, **model)
     config.optim.schedule = "constant"  # the warm-up's first rate is 0
     optimizer, _ = make_optimizer(config.optim, 10)
     params = task.init_params(jax.random.key(0))

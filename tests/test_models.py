@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from recur import models
-from recur.models import decoding
+from recur.models import decoding, layers
 
 B, T, V = 4, 6, 11
 KEY = jax.random.key(0)
@@ -89,6 +89,21 @@ CASES = {
         models.Seq2Seq(src_vocab_size=V, tgt_vocab_size=V, embed_size=8, hidden_size=8,
                        attention="luong_dot"),
         (TOKENS, TOKENS, LENGTHS),
+        lambda out: cross_entropy(out, TOKENS),
+        (B, T, V),
+    ),
+    "seq2seq_residual_mingru_bi": (
+        models.Seq2Seq(src_vocab_size=V, tgt_vocab_size=V, embed_size=6, hidden_size=8,
+                       cell="mingru", num_layers=2, bidirectional_encoder=True,
+                       block="residual"),
+        (TOKENS, TOKENS, LENGTHS),
+        lambda out: cross_entropy(out, TOKENS),
+        (B, T, V),
+    ),
+    "generator_residual_lru": (
+        models.SequenceGenerator(num_outputs=V, embed_size=6, cell="lru", hidden_size=8,
+                                 num_layers=2, block="residual"),
+        (CONTEXT, TOKENS),
         lambda out: cross_entropy(out, TOKENS),
         (B, T, V),
     ),
@@ -191,9 +206,35 @@ def test_language_model_carries_state(cell, block):
     np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole, atol=1e-5)
 
 
-def test_greedy_decoding_matches_teacher_forcing_on_its_own_output():
+@pytest.mark.parametrize("cell", ["mingru", "lru", "lstm"])
+def test_residual_decoder_steps_equal_the_residual_stack_over_the_sequence(cell):
+    """layers.decoder_step (explicit params, one token at a time) computes what
+    Recurrent(block="residual") computes over the whole sequence, given the same params."""
+    stack = models.Recurrent(cell=cell, hidden_size=8, num_layers=2, block="residual")
+    flax_params = stack.init(KEY, FEATURES)["params"]
+    ys, finals = stack.apply({"params": flax_params}, FEATURES)
+    cells = stack.make_cells()
+    params = layers.init_decoder(cells, KEY, FEATURES.shape[-1], "residual")
+    assert set(params) == {"input_projection", "layers"}  # 3 input features, H = 8
+    params["input_projection"] = dict(flax_params["input_projection"])
+    for i, layer in enumerate(params["layers"]):
+        layer.update(cell=flax_params[f"layer_{i}"], norm=dict(flax_params[f"norm_{i}"]),
+                     glu=dict(flax_params[f"glu_{i}"]),
+                     glu_gate=dict(flax_params[f"glu_gate_{i}"]))  # fmt: skip
+    states, outputs = [c.initial_state((B,)) for c in cells], []
+    for t in range(T):
+        states, y = layers.decoder_step(cells, params, states, FEATURES[:, t], "residual")
+        outputs.append(y)
+    np.testing.assert_allclose(jnp.stack(outputs, 1), ys, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), states, finals)
+    with pytest.raises(ValueError, match="unknown block 'dense'; available: stack, residual"):
+        layers.init_decoder(cells, KEY, 3, "dense")
+
+
+@pytest.mark.parametrize(("cell", "block"), [("lstm", "stack"), ("minlstm", "residual")])
+def test_greedy_decoding_matches_teacher_forcing_on_its_own_output(cell, block):
     model = models.Seq2Seq(src_vocab_size=V, tgt_vocab_size=V, embed_size=8, hidden_size=8,
-                           num_layers=2)  # fmt: skip
+                           num_layers=2, cell=cell, block=block)  # fmt: skip
     params = model.init(KEY, TOKENS, TOKENS, LENGTHS)
     tokens, weights = model.apply(params, TOKENS, 5, LENGTHS, method=model.decode)
     assert tokens.shape == (B, 5) and weights.shape == (B, 5, T)

@@ -143,16 +143,20 @@ def test_command_line_trains_reports_bleu_and_translates(tmp_path):
     assert missing.returncode == 1 and "holds no translation run" in missing.stderr
 
 
-def smoke_task(tmp_path, pairs):
-    """``(config, task)`` of the smoke config on ``pairs`` written to a file."""
+def smoke_task(tmp_path, pairs, **model):
+    """``(config, task)`` of the smoke config (``model`` fields overridden) on ``pairs``
+    written to a file."""
     config = translate_config.get_config("smoke")
+    config.model.update(model)
     config.data.path = str(write_pairs(tmp_path / "pairs.txt", pairs))
     config.data.valid_fraction = config.data.test_fraction = 0.1
     return config, train.build_task(config, train.prepare(config))
 
 
-def test_one_train_step_changes_every_parameter(tmp_path):
-    config, task = smoke_task(tmp_path, [(f"i am w{i}.", f"je suis m{i}.") for i in range(40)])
+@pytest.mark.parametrize("model", [{}, {"cell": "mingru", "block": "residual", "num_layers": 2}])
+def test_one_train_step_changes_every_parameter(tmp_path, model):
+    pairs = [(f"i am w{i}.", f"je suis m{i}.") for i in range(40)]
+    config, task = smoke_task(tmp_path, pairs, **model)
     optimizer, _ = make_optimizer(config.optim, 10)
     params = task.init_params(jax.random.key(0))
     state = TrainState.create(apply_fn=task.model.apply, params=params, tx=optimizer,

@@ -62,6 +62,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.embed_size = 32
     config.model.hidden_size = 128
     config.model.num_layers = 1
+    # stack | residual (the decoder: pre-norm residual blocks with a GLU, for mingru / minlstm /
+    # lru stacks; recur.models.Recurrent).
+    config.model.block = "stack"
     # On the decoder's inputs and before its output layer.
     config.model.dropout_rate = 0.1
     config.model.forget_bias = 1.0

@@ -99,6 +99,7 @@ def make_model(config) -> models.ImageCaptioner:
         dropout_rate=model.dropout_rate,
         cell_options=cells.options_from_config(model),
         feed_context=model.feed_context,
+        block=model.block,
     )
     return models.ImageCaptioner(encoder=encoder, decoder=decoder)
 

@@ -61,6 +61,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.embed_size = 256
     config.model.hidden_size = 256
     config.model.num_layers = 1
+    # stack | residual (encoder and decoder: pre-norm residual blocks with a GLU, for
+    # mingru / minlstm / lru stacks; recur.models.Recurrent).
+    config.model.block = "stack"
     # none | bahdanau | luong_dot | luong_general (recur.models.Seq2Seq).
     config.model.attention = items.get("attention", "bahdanau")
     config.model.attention_size = 256

@@ -120,6 +120,7 @@ def make_model(config, source_vocab_size: int, target_vocab_size: int) -> models
         dropout_rate=model.dropout_rate,
         start_token=BOS_ID,
         cell_options=cells.options_from_config(model),
+        block=model.block,
     )
 
 

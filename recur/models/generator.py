@@ -9,9 +9,8 @@ import jax.numpy as jnp
 from flax.core import FrozenDict
 
 from recur import cells as cells_lib
-from recur import scan
 from recur.models import decoding
-from recur.models.layers import dense, init_dense, init_embedding
+from recur.models.layers import decoder_step, dense, init_decoder, init_dense, init_embedding
 from recur.types import Array, PRNGKey
 
 
@@ -29,6 +28,8 @@ class SequenceGenerator(nn.Module):
     With ``feed_context=True`` every step also reads ``Dense(embed_size)(context)`` beside
     its input (Vinyals et al. 2015 feed the image once; Mao et al. 2015 at every step); the
     projection rides in the decoder's carry, so beam search repeats it with the states.
+    ``block``: ``stack`` or ``residual``, the decoder layers' layout (as
+    :class:`~recur.models.recurrent.Recurrent`'s; ``residual`` for mingru, minlstm, lru).
     """
 
     num_outputs: int
@@ -41,6 +42,7 @@ class SequenceGenerator(nn.Module):
     dropout_rate: float = 0.0
     cell_options: Mapping[str, Any] = FrozenDict()
     feed_context: bool = False
+    block: str = "stack"
 
     def setup(self):
         self.cells = [cells_lib.get(self.cell, self.hidden_size, **self.cell_options)]
@@ -50,7 +52,7 @@ class SequenceGenerator(nn.Module):
             input_size += self.embed_size
             self.context_input = nn.Dense(self.embed_size)
         self.decoder = self.param(
-            "decoder", lambda key: scan.init_stacked(self.cells, key, input_size)
+            "decoder", lambda key: init_decoder(self.cells, key, input_size, self.block)
         )
         if self.tokens:
             self.embedding = self.param(
@@ -84,10 +86,14 @@ class SequenceGenerator(nn.Module):
 
     def _step(self, carry, x):
         if not self.feed_context:
-            return scan.stacked_step(self.cells, self.decoder, carry, x)
+            return decoder_step(self.cells, self.decoder, carry, x, self.block)
         states, fed = carry
-        states, y = scan.stacked_step(
-            self.cells, self.decoder, states, jnp.concatenate([x, fed.astype(x.dtype)], -1)
+        states, y = decoder_step(
+            self.cells,
+            self.decoder,
+            states,
+            jnp.concatenate([x, fed.astype(x.dtype)], -1),
+            self.block,
         )
         return (states, fed), y
 

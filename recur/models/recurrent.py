@@ -10,9 +10,8 @@ from flax.core import FrozenDict
 
 from recur import cells as cells_lib
 from recur import scan
+from recur.models.layers import check_block
 from recur.types import Array, State
-
-BLOCKS = ("stack", "residual")
 
 
 def zero_states(
@@ -107,8 +106,7 @@ class Recurrent(nn.Module):
           ``(outputs [B, T, output_size], final states per layer)``.
         """
         xs = scan.check_inputs(xs)
-        if self.block not in BLOCKS:
-            raise ValueError(f"unknown block {self.block!r}; available: {', '.join(BLOCKS)}")
+        check_block(self.block)
         cells = self.make_cells()
         if self.block == "residual":
             if self.recurrent_dropout or self.weight_drop:

@@ -32,9 +32,8 @@ import jax.numpy as jnp
 from flax.core import FrozenDict
 
 from recur import cells as cells_lib
-from recur import scan
 from recur.models import attention, decoding
-from recur.models.layers import dense, init_dense, init_embedding
+from recur.models.layers import decoder_step, dense, init_decoder, init_dense, init_embedding
 from recur.models.pooling import time_mask
 from recur.models.recurrent import Recurrent
 from recur.types import Array, PRNGKey
@@ -55,6 +54,9 @@ class Seq2Seq(nn.Module):
       dropout_rate: on embeddings, between encoder layers and before the output layer.
       start_token: id the decoder reads first.
       cell_options: extra cell options.
+      block: ``stack`` or ``residual`` (:class:`~recur.models.recurrent.Recurrent`'s block
+        layouts) for the encoder and the decoder; ``residual`` suits stacks of mingru,
+        minlstm or lru (its memory has H features, bidirectional or not).
     """
 
     src_vocab_size: int
@@ -69,6 +71,7 @@ class Seq2Seq(nn.Module):
     dropout_rate: float = 0.0
     start_token: int = 1
     cell_options: Mapping[str, Any] = FrozenDict()
+    block: str = "stack"
 
     def setup(self):
         attention.check_attention(self.attention)
@@ -81,15 +84,17 @@ class Seq2Seq(nn.Module):
             bidirectional=self.bidirectional_encoder,
             dropout_rate=self.dropout_rate,
             cell_options=self.cell_options,
+            block=self.block,
         )
         self.cells = [cells_lib.get(self.cell, H, **self.cell_options)] * self.num_layers
-        memory_size = 2 * H if self.bidirectional_encoder else H
+        memory_size = self.encoder.output_size
         feed = H if self.attention != "none" else 0
         self.tgt_embedding = self.param(
             "tgt_embedding", lambda key: init_embedding(key, self.tgt_vocab_size, self.embed_size)
         )
         self.decoder = self.param(
-            "decoder", lambda key: scan.init_stacked(self.cells, key, self.embed_size + feed)
+            "decoder",
+            lambda key: init_decoder(self.cells, key, self.embed_size + feed, self.block),
         )
         if self.attention != "none":
             self.attention_params = self.param(
@@ -122,7 +127,7 @@ class Seq2Seq(nn.Module):
             states, feed = carry
             if with_attention:
                 x = jnp.concatenate([x, feed], axis=-1)
-            states, top = scan.stacked_step(self.cells, self.decoder, states, x)
+            states, top = decoder_step(self.cells, self.decoder, states, x, self.block)
             if not with_attention:
                 return (states, feed), (top, jnp.zeros(mask.shape, top.dtype))
             context, weights = attention.attend(
