@@ -218,6 +218,28 @@ def test_command_line_train_kill_resume_evaluate_sample_and_errors(tmp_path, cor
     assert words[:2] == ["the", "cat"] and len(words) >= 8
     assert set(words) <= {*WORDS, "<unk>"}
 
+    # Dynamic evaluation of the trained run: its static numbers are the run's own (the same
+    # two streams, the state carried across windows of another length); the choice is the
+    # grid's best on valid; a directory without a run is one line.
+    dynamic = run_module(
+        "experiments.lm.dynamic_eval", f"--workdir={workdir}", "--batch_size=2", "--bptt=4",
+        "--learning_rates=0.001,0.01", "--decays=0,0.1", "--ms_windows=30",
+    )  # fmt: skip
+    assert dynamic.returncode == 0, dynamic.stderr
+    record = json.loads((workdir / "dynamic_eval.json").read_text())
+    for split in ("valid", "test"):
+        assert record["static"][split]["nll"] == pytest.approx(results[split]["nll"], rel=1e-5)
+    assert len(record["grid"]) == 4
+    assert record["valid"] == min((r["valid"] for r in record["grid"]), key=lambda v: v["nll"])
+    assert "dynamic evaluation (rms" in dynamic.stdout
+    missing = run_module("experiments.lm.dynamic_eval", f"--workdir={tmp_path / 'none'}")
+    assert missing.returncode == 1
+    assert (
+        missing.stderr.strip()
+        .splitlines()[-1]
+        .endswith("holds no language-model run (config.json, vocab.json)")
+    )
+
     with pytest.raises(ValueError, match="missing.txt does not exist"):
         train.prepare(smoke_config(tmp_path / "missing.txt"))
     # model.fused reaches the model: the reset-before GRU has no fused backward.

@@ -161,6 +161,33 @@ def eval_batches(ids: np.ndarray, batch_size: int, bptt: int) -> list[dict[str, 
     return batches
 
 
+def padded_windows(ids: np.ndarray, batch_size: int, bptt: int) -> list[dict[str, np.ndarray]]:
+    """:func:`eval_batches` with the last window padded to ``bptt`` by weight-0 tokens, so
+    every window has one shape (``recur.train.dynamic_eval`` scans over them)."""
+    batches = eval_batches(ids, batch_size, bptt)
+    last = batches[-1]
+    short = bptt - last["targets"].shape[1]
+    if short:
+        batches[-1] = {name: np.pad(v, ((0, 0), (0, short))) for name, v in last.items()}
+    return batches
+
+
+def window_loss_for(model: models.LanguageModel):
+    """``(params, carry, window) -> (mean nll, (nll sum, tokens, final states))``: the window
+    loss of :mod:`recur.train.dynamic_eval` (no dropout)."""
+
+    def window_loss(params, carry, window):
+        logits, states = model.apply({"params": params}, window["inputs"], carry)
+        ce = optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), window["targets"]
+        )
+        weights = window["weights"]
+        total, count = jnp.sum(ce * weights), jnp.sum(weights)
+        return total / jnp.maximum(count, 1.0), (total, count, states)
+
+    return window_loss
+
+
 def unigram_nll(train: np.ndarray, valid: np.ndarray, vocab_size: int) -> float:
     """Per-token NLL of valid under add-one-smoothed training unigram frequencies."""
     counts = np.bincount(train, minlength=vocab_size) + 1.0
