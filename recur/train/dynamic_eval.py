@@ -144,11 +144,30 @@ def evaluate(
       ``{"loss": mean token loss, "tokens": number of tokens scored}``.
     """
     check_rule(rule, learning_rate, decay, ms)
+    if learning_rate == 0:  # the static evaluation: no gradients needed
+        sums, counts = _static(loss_fn)(params, carry, stack_windows(windows))
+        return _mean(sums, counts)
     run = evaluator or make_evaluator(loss_fn, rule, epsilon)
     sums, counts = run(
         params, carry, stack_windows(windows), jnp.float32(learning_rate), jnp.float32(decay),
         ms if rule == "rms" else None,
     )  # fmt: skip
+    return _mean(sums, counts)
+
+
+def _mean(sums, counts) -> dict[str, float]:
     total = float(np.sum(np.asarray(sums, np.float64)))
     tokens = float(np.sum(np.asarray(counts, np.float64)))
     return {"loss": total / max(tokens, 1.0), "tokens": tokens}
+
+
+def _static(loss_fn: WindowLoss):
+    @jax.jit
+    def run(params, carry, windows):
+        def body(carry, window):
+            _, (loss_sum, count, carry) = loss_fn(params, carry, window)
+            return carry, (loss_sum, count)
+
+        return jax.lax.scan(body, carry, windows)[1]
+
+    return run
