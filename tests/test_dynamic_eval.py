@@ -36,7 +36,8 @@ def reference(params, ws, learning_rate, decay, ms=None, epsilon=1e-5):
                                  + decay * (t0 - t), theta, theta0, grads)  # fmt: skip
         else:
             theta = jax.tree.map(
-                lambda t, t0, g, r: t - learning_rate * np.asarray(g) / (r + epsilon)
+                lambda t, t0, g, r: t
+                - learning_rate * np.asarray(g) / (np.maximum(r, 0.1 * mean_rms) + epsilon)
                 + np.minimum(decay * r / mean_rms, 1.0) * (t0 - t),
                 theta, theta0, grads, rms,
             )  # fmt: skip

@@ -13,6 +13,7 @@ dynamic valid/test, seconds); the static numbers are those of the same windows w
 """
 
 import json
+import math
 import pathlib
 import sys
 import time
@@ -33,6 +34,7 @@ flags.DEFINE_integer("batch_size", 1, "Streams the splits are read as.")
 flags.DEFINE_list("learning_rates", ["3e-5", "1e-4", "3e-4"], "Step sizes tried on valid.")
 flags.DEFINE_list("decays", ["0", "0.001", "0.01"], "Decays towards the trained params tried.")
 flags.DEFINE_integer("ms_windows", 1000, "Training windows the rms rule's scale is measured on.")
+flags.DEFINE_float("rms_floor", 0.1, "The rms rule's floor on √MS, a fraction of its mean.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -74,7 +76,7 @@ def run(workdir: pathlib.Path) -> dict:
         ms = dynamic_eval.mean_squared_gradients(
             loss, params, model.initial_states(1), train.padded_windows(head, 1, FLAGS.bptt)
         )
-    evaluator = dynamic_eval.make_evaluator(loss, FLAGS.rule)
+    evaluator = dynamic_eval.make_evaluator(loss, FLAGS.rule, rms_floor=FLAGS.rms_floor)
 
     def score(split, rate, decay):
         clock = time.perf_counter()
@@ -98,7 +100,10 @@ def run(workdir: pathlib.Path) -> dict:
         for rate in rates
         for decay in decays
     ]
-    best = min(grid, key=lambda row: row["valid"]["nll"])
+    finite = [row for row in grid if math.isfinite(row["valid"]["nll"])]
+    if not finite:
+        raise ValueError("every step size of the grid diverged on valid: try smaller ones")
+    best = min(finite, key=lambda row: row["valid"]["nll"])
     test = score("test", best["learning_rate"], best["decay"])
     results = {
         "metric": "perplexity" if config.data.level == "word" else "bpc",
@@ -106,6 +111,7 @@ def run(workdir: pathlib.Path) -> dict:
         "bptt": FLAGS.bptt,
         "batch_size": FLAGS.batch_size,
         "ms_windows": FLAGS.ms_windows if FLAGS.rule == "rms" else None,
+        "rms_floor": FLAGS.rms_floor if FLAGS.rule == "rms" else None,
         "static": static,
         "grid": grid,
         "chosen": {"learning_rate": best["learning_rate"], "decay": best["decay"]},
