@@ -1,7 +1,7 @@
 """Dynamic evaluation of a trained language model (Krause et al. 2018; recur.train.dynamic_eval).
 
   python -m experiments.lm.dynamic_eval --workdir=/tmp/ptb_awd_lstm --rule=rms \
-      --learning_rates=3e-5,1e-4,3e-4 --decays=0,0.001,0.01
+      --learning_rates=3e-6,1e-5,3e-5 --decays=0,0.001,0.01
 
 The valid and test splits are read as ``--batch_size`` streams in windows of ``--bptt`` tokens;
 each window is scored, then the params take one step on it. The step size and the decay
@@ -31,7 +31,7 @@ flags.DEFINE_string("workdir", None, "Workdir of a language-model run (experimen
 flags.DEFINE_enum("rule", "rms", list(dynamic_eval.RULES), "Update rule (see the module).")
 flags.DEFINE_integer("bptt", 5, "Tokens per window: the params are updated after each window.")
 flags.DEFINE_integer("batch_size", 1, "Streams the splits are read as.")
-flags.DEFINE_list("learning_rates", ["3e-5", "1e-4", "3e-4"], "Step sizes tried on valid.")
+flags.DEFINE_list("learning_rates", ["3e-6", "1e-5", "3e-5"], "Step sizes tried on valid.")
 flags.DEFINE_list("decays", ["0", "0.001", "0.01"], "Decays towards the trained params tried.")
 flags.DEFINE_integer("ms_windows", 1000, "Training windows the rms rule's scale is measured on.")
 flags.DEFINE_float("rms_floor", 0.1, "The rms rule's floor on √MS, a fraction of its mean.")
