@@ -141,6 +141,9 @@ def test_configs_and_bad_variants():
     medium = lm_config.get_config("ptb_medium,cell=gru")
     assert (medium.model.hidden_size, medium.bptt, medium.model.cell) == (650, 35, "gru")
     assert lm_config.get_config("shakespeare_char").data.level == "char"
+    awd = lm_config.get_config("shakespeare_awd")
+    assert awd.data.level == "char" and awd.model.hidden_size == 256 and awd.num_epochs == 30
+    assert awd.model.tie_embeddings and awd.model.weight_drop > 0 and awd.optim.averaging
     assert lm_config.get_config("ptb_char").data.level == "char_tokens"
     rates = {c: lm_config.get_config(f"ptb_small,cell={c}").optim.learning_rate
              for c in ("lstm", "gru", "rnn")}  # fmt: skip
