@@ -14,6 +14,7 @@ V = 9
 MODEL = models.LanguageModel(vocab_size=V, embed_size=6, hidden_size=8, num_layers=2)
 PARAMS = MODEL.init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))["params"]
 LOSS = train.window_loss_for(MODEL)
+GRAD = jax.jit(jax.value_and_grad(LOSS, has_aux=True))  # one window's loss and gradient
 
 
 def windows(ids, batch_size=2, bptt=4):
@@ -29,7 +30,7 @@ def reference(params, ws, learning_rate, decay, ms=None, epsilon=1e-5):
         rms = jax.tree.map(lambda m: np.sqrt(np.asarray(m, np.float64)), ms)
         mean_rms = np.mean(np.concatenate([r.ravel() for r in jax.tree.leaves(rms)]))
     for w in ws:
-        (_, (loss_sum, n, carry)), grads = jax.value_and_grad(LOSS, has_aux=True)(theta, carry, w)
+        (_, (loss_sum, n, carry)), grads = GRAD(theta, carry, w)
         total, count = total + float(loss_sum), count + float(n)
         if ms is None:
             theta = jax.tree.map(lambda t, t0, g: t - learning_rate * np.asarray(g)
