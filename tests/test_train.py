@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from experiments.probes import config as probe_config
 from experiments.probes import train as probe_train
 from recur.train import (
     NonFiniteLossError,
+    TrainingStopped,
     TrainState,
     allow_config_changes,
     checkpoint,
@@ -364,6 +366,33 @@ def test_two_processes_give_the_losses_of_one_process(tmp_path, experiment):
                     for name in ("two", "one"))  # fmt: skip
         for split in ("valid", "test"):
             assert two[split]["perplexity"] == pytest.approx(one[split]["perplexity"], rel=1e-5)
+
+
+def test_sigterm_saves_the_last_step_stops_and_the_rerun_resumes_exactly(tmp_path):
+    """A preempted run (SIGTERM) saves a checkpoint of the step it was on, off the checkpoint
+    schedule, and stops with TrainingStopped; the rerun resumes there and ends where an
+    uninterrupted run does. SIGTERM's previous handler is back afterwards."""
+    config = smoke(num_steps=9, checkpoint_every=4, log_every=3, eval_every=3)
+    fit(config, tmp_path / "whole", probe_train.build_task(config))
+    task = probe_train.build_task(config)
+    train_batch = task.train_batch
+
+    def terminated_batch(index):  # made while step 6 runs: the signal arrives mid-step
+        if index == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return train_batch(index)
+
+    task.train_batch = terminated_batch
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingStopped, match=r"stopped by SIGTERM after step 6; its checkpoint"):
+        fit(config, tmp_path / "stopped", task)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert _final_params(config, tmp_path / "stopped")[0] == 6  # not the scheduled 4
+    results = fit(config, tmp_path / "stopped", probe_train.build_task(config))
+    assert results["resumed_from_step"] == 6
+    a, b = _final_params(config, tmp_path / "whole"), _final_params(config, tmp_path / "stopped")
+    assert a[0] == b[0] == 9
+    jax.tree.map(np.testing.assert_array_equal, a[1], b[1])
 
 
 def _stop_after_checkpoint(task, step):

@@ -3,7 +3,14 @@ metric writers and the loop experiments share."""
 
 from absl import flags, logging
 
-from recur.train.loop import NonFiniteLossError, Task, evaluate, fit, restore_params
+from recur.train.loop import (
+    NonFiniteLossError,
+    Task,
+    TrainingStopped,
+    evaluate,
+    fit,
+    restore_params,
+)
 from recur.train.optim import make_optimizer, make_schedule
 from recur.train.run_config import allow_config_changes
 from recur.train.state import TrainState, batch_mean, batch_weight, eval_step, train_step
@@ -19,6 +26,7 @@ __all__ = [
     "NonFiniteLossError",
     "Task",
     "TrainState",
+    "TrainingStopped",
     "allow_config_changes",
     "batch_mean",
     "batch_weight",

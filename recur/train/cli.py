@@ -5,13 +5,20 @@ typo or a bad flag value (:func:`parse_flags`), a ``--workdir`` that is not a di
 
 import pathlib
 import re
+import signal
 import sys
 from collections.abc import Callable
 
 import ml_collections
 from absl import app, flags
 
-from recur.train import NonFiniteLossError, allow_config_changes, quiet_logs, sharding
+from recur.train import (
+    NonFiniteLossError,
+    TrainingStopped,
+    allow_config_changes,
+    quiet_logs,
+    sharding,
+)
 
 flags.DEFINE_integer(
     "cpu_devices", None,
@@ -107,6 +114,9 @@ def experiment_main(
                 before()
             with allow_config_changes(flags.FLAGS.allow_config_changes):
                 train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+        except TrainingStopped as stopped:
+            print(str(stopped), file=sys.stderr)
+            sys.exit(128 + signal.SIGTERM)
         except (ValueError, NonFiniteLossError, OSError) as error:
             print(f"error: {_one_line(error)}", file=sys.stderr)
             sys.exit(1)

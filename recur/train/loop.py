@@ -9,6 +9,8 @@ run continues exactly as if it had never stopped.
 import dataclasses
 import json
 import pathlib
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -38,6 +40,36 @@ from recur.types import Params, PRNGKey
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class TrainingStopped(RuntimeError):
+    """``fit`` stopped early on SIGTERM, after saving a checkpoint of the last step."""
+
+
+class _StopOnSigterm:
+    """Between :meth:`install` and :meth:`restore`, SIGTERM (a scheduler's preemption,
+    ``kill``, a session's end) sets ``requested`` instead of killing the process, so the loop
+    can save and stop. Only in the main thread of a single-process run: several processes
+    would have to agree on the step to stop at before saving together; there SIGTERM keeps
+    its default."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def install(self) -> "_StopOnSigterm":
+        if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
 
 @dataclasses.dataclass
@@ -304,13 +336,14 @@ def fit(
             )
             raise NonFiniteLossError(f"loss is {bad[1]} at step {bad[0]}; stopping. {kept}")
 
+    stop = _StopOnSigterm().install()
     try:
         for step in range(start + 1, config.num_steps + 1):  # ``step`` steps done after this
             metrics = steps.advance(make_next=step < config.num_steps)
             last_step = step == config.num_steps
             log = step % config.log_every == 0 or last_step
             run_eval = step % config.eval_every == 0 or last_step
-            save = step % config.checkpoint_every == 0 or last_step
+            save = step % config.checkpoint_every == 0 or last_step or stop.requested
             if log or run_eval or save:
                 check_finite()
             if log:
@@ -339,9 +372,16 @@ def fit(
                 other_seconds += time.perf_counter() - clock
                 elapsed = time.perf_counter() - started
                 segments.record(step, elapsed, elapsed - other_seconds)
+            if stop.requested and not last_step:
+                manager.wait_until_finished()
+                raise TrainingStopped(
+                    f"stopped by SIGTERM after step {step}; its checkpoint is saved in "
+                    f"{workdir / 'checkpoints'}: rerun the same command to resume"
+                )
         if not eval_metrics:  # already complete: evaluate the restored state
             eval_metrics = evaluate(steps.state, task.eval_batches(), mesh, task.summarize)
     finally:
+        stop.restore()
         manager.wait_until_finished()
         manager.close()
         writer.close()
