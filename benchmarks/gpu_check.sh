@@ -7,7 +7,8 @@
 #    with the input projection hoisted out of the scan (one large matmul) and inside each step.
 #
 # Usage, from the repository root:  bash benchmarks/gpu_check.sh [more benchmarks.speed flags]
-# Results go to $OUT (or /tmp/recur_gpu): gpu.txt, tests.log, speed.log, speed/speed.json.
+# Results go to $OUT (or /tmp/recur_gpu): gpu.txt, tests.log, speed.log, speed/speed.json,
+# parallel_scan.log, parallel_scan/parallel_scan.json.
 #
 # Where the machine lacks a Python package recur imports (a machine without network access),
 # put its wheels in .whl/ first; they are installed without dependencies to /tmp/site. On an
@@ -47,3 +48,9 @@ JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m pytest -q -p no:cacheprovider -o
 python3 -m benchmarks.speed --steps=20 --warmup=3 --sweep_lengths=50,200,800 \
   --impls=recur,recur_autodiff_inside,recur_fused_hoisted,recur_fused_inside,flax,torch \
   --out="$out/speed" "$@" 2>&1 | tee "$out/speed.log"
+
+# The parallel-scan cells (minGRU, minLSTM, LRU): linear / associative / sequential paths
+# against the GRU, LSTM and tanh RNN at matched parameters, T from 100 to 10,000 (where the
+# associative scan's log-depth should pay on a GPU, unlike on the 2-core CPU).
+python3 -m benchmarks.parallel_scan --lengths=100,1000,10000 --steps=5 \
+  --out="$out/parallel_scan" 2>&1 | tee "$out/parallel_scan.log"
