@@ -393,6 +393,18 @@ def test_sigterm_saves_the_last_step_stops_and_the_rerun_resumes_exactly(tmp_pat
     a, b = _final_params(config, tmp_path / "whole"), _final_params(config, tmp_path / "stopped")
     assert a[0] == b[0] == 9
     jax.tree.map(np.testing.assert_array_equal, a[1], b[1])
+    # A signal during an evaluation (off the checkpoint schedule) still saves that step.
+    task = probe_train.build_task(config)
+    eval_batches = task.eval_batches
+
+    def terminated_eval():
+        os.kill(os.getpid(), signal.SIGTERM)
+        return eval_batches()
+
+    task.eval_batches = terminated_eval
+    with pytest.raises(TrainingStopped, match=r"after step 3; its checkpoint"):
+        fit(config, tmp_path / "during_eval", task)
+    assert _final_params(config, tmp_path / "during_eval")[0] == 3
 
 
 def _stop_after_checkpoint(task, step):

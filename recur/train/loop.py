@@ -366,7 +366,7 @@ def fit(
                     task.on_eval(step, jax.tree.map(_copy, steps.state), eval_metrics)
                 steps.state = record_validation(steps.state, eval_metrics, mesh, step)
                 other_seconds += time.perf_counter() - clock
-            if save:
+            if save or stop.requested:  # also a signal that came during the evaluation
                 clock = time.perf_counter()
                 checkpoint.save(manager, steps.state)
                 other_seconds += time.perf_counter() - clock
