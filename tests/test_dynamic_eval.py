@@ -99,5 +99,8 @@ def test_bad_settings_are_one_line():
         dynamic_eval.check_rule("sgd", 0.1, 2, None)
     with pytest.raises(ValueError, match="the rms rule needs the mean squared gradients"):
         dynamic_eval.check_rule("rms", 0.1, 0.0, None)
+    dynamic_eval.check_settings("rms", 0.1, 0.0)  # the settings alone, before ms is measured
+    with pytest.raises(ValueError, match="got -0.1 and 0"):
+        dynamic_eval.check_settings("rms", -0.1, 0)
     with pytest.raises(ValueError, match="windows differ in shape in"):
         dynamic_eval.stack_windows(train.eval_batches(corpus(), 2, 4))

@@ -53,7 +53,7 @@ def run(workdir: pathlib.Path) -> dict:
     rates, decays = floats(FLAGS.learning_rates, "learning_rates"), floats(FLAGS.decays, "decays")
     for rate in rates:
         for decay in decays:
-            dynamic_eval.check_rule(FLAGS.rule, rate, decay, {})
+            dynamic_eval.check_settings(FLAGS.rule, rate, decay)
     started = time.perf_counter()
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
     vocab, ids, _ = train.prepare(config, workdir)

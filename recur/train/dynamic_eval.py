@@ -65,7 +65,8 @@ def mean_squared_gradients(
     return jax.tree.map(lambda t: t / len(windows), total)
 
 
-def check_rule(rule: str, learning_rate: float, decay: float, ms: Params | None) -> None:
+def check_settings(rule: str, learning_rate: float, decay: float) -> None:
+    """One line naming a bad rule, step size or decay (before anything is computed)."""
     if rule not in RULES:
         raise ValueError(f"unknown dynamic-evaluation rule {rule!r}; available: {', '.join(RULES)}")
     if learning_rate < 0 or not 0 <= decay <= 1:
@@ -73,6 +74,11 @@ def check_rule(rule: str, learning_rate: float, decay: float, ms: Params | None)
             f"dynamic evaluation needs learning_rate >= 0 and 0 <= decay <= 1, got "
             f"{learning_rate} and {decay}"
         )
+
+
+def check_rule(rule: str, learning_rate: float, decay: float, ms: Params | None) -> None:
+    """:func:`check_settings`, and the rms rule's mean squared gradients present."""
+    check_settings(rule, learning_rate, decay)
     if rule == "rms" and ms is None:
         raise ValueError("the rms rule needs the mean squared gradients (ms)")
 
