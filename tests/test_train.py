@@ -274,10 +274,10 @@ def run_module_on_a_full_disk(max_file_bytes, module, *args):
     )
 
 
-def run_module_killed(step, moment, module, *args):
-    """``run_module`` in a process that SIGKILLs itself at step ``step``: right after the step
-    ran (``moment="step"``), or while its checkpoint is being written (``moment="save"``,
-    orbax's write in flight)."""
+def run_module_killed(step, moment, module, *args, sig=signal.SIGKILL):
+    """``run_module`` in a process that sends itself ``sig`` (SIGKILL) at step ``step``: right
+    after the step ran (``moment="step"``), or while its checkpoint is being written
+    (``moment="save"``, orbax's write in flight)."""
     code = f"""
 import os, runpy, signal, sys
 from recur.train import checkpoint, loop
@@ -286,13 +286,13 @@ advance, save = loop.TrainingSteps.advance, checkpoint.save
 def kill_after_step(self, *args, **kwargs):
     metrics = advance(self, *args, **kwargs)
     if {moment!r} == "step" and self.step == {step}:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), {int(sig)})
     return metrics
 
 def kill_while_saving(manager, state):
     save(manager, state)
     if {moment!r} == "save" and int(state.step) == {step}:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), {int(sig)})
 
 loop.TrainingSteps.advance, loop.checkpoint.save = kill_after_step, kill_while_saving
 sys.argv = {[module, *args]!r}
@@ -300,6 +300,23 @@ runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
 """
     return subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_command_line_stops_on_ctrl_c_and_sigterm_with_their_exit_codes(tmp_path):
+    """An experiment's command line stopped by Ctrl-C exits 130, by SIGTERM 143, each with the
+    one line that says where the step is saved; the rerun resumes there."""
+    args = ["experiments.probes.main", "--config=experiments/probes/config.py:smoke,task=copy",
+            "--config.num_steps=8", f"--workdir={tmp_path}"]  # fmt: skip
+    interrupted = run_module_killed(3, "step", *args, sig=signal.SIGINT)
+    assert interrupted.returncode == 130, interrupted.stderr[-2000:]
+    assert interrupted.stderr.strip().splitlines()[-1].startswith("stopped by SIGINT after step 3")
+    terminated = run_module_killed(5, "step", *args, sig=signal.SIGTERM)
+    assert terminated.returncode == 143, terminated.stderr[-2000:]
+    assert "resuming from the checkpoint at step 3" in terminated.stdout
+    assert terminated.stderr.strip().splitlines()[-1] == (
+        f"stopped by SIGTERM after step 5; its checkpoint is saved in {tmp_path / 'checkpoints'}:"
+        " rerun the same command to resume"
     )
 
 
@@ -405,6 +422,43 @@ def test_sigterm_saves_the_last_step_stops_and_the_rerun_resumes_exactly(tmp_pat
     with pytest.raises(TrainingStopped, match=r"after step 3; its checkpoint"):
         fit(config, tmp_path / "during_eval", task)
     assert _final_params(config, tmp_path / "during_eval")[0] == 3
+
+
+def test_ctrl_c_saves_the_step_and_a_second_ctrl_c_stops_at_once(tmp_path):
+    """The first Ctrl-C (SIGINT) stops like SIGTERM: the step in progress is saved and the
+    rerun resumes from it. A second one interrupts at once (KeyboardInterrupt), keeping the
+    last scheduled checkpoint to resume from. Both handlers are restored."""
+    config = smoke(num_steps=9, checkpoint_every=4, log_every=3, eval_every=3)
+    fit(config, tmp_path / "whole", probe_train.build_task(config))
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    def interrupted(presses):
+        task = probe_train.build_task(config)
+        train_batch = task.train_batch
+
+        def batch(index):  # made while step 6 runs
+            if index == 6:
+                for _ in range(presses):
+                    os.kill(os.getpid(), signal.SIGINT)
+            return train_batch(index)
+
+        task.train_batch = batch
+        return task
+
+    with pytest.raises(TrainingStopped, match=r"stopped by SIGINT after step 6") as stopped:
+        fit(config, tmp_path / "once", interrupted(1))
+    assert stopped.value.signum == signal.SIGINT
+    assert _final_params(config, tmp_path / "once")[0] == 6
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, tmp_path / "twice", interrupted(2))
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert _final_params(config, tmp_path / "twice")[0] == 4  # the scheduled checkpoint
+    for run in ("once", "twice"):
+        results = fit(config, tmp_path / run, probe_train.build_task(config))
+        assert results["resumed_from_step"] == {"once": 6, "twice": 4}[run]
+        a, b = _final_params(config, tmp_path / "whole"), _final_params(config, tmp_path / run)
+        assert a[0] == b[0] == 9
+        jax.tree.map(np.testing.assert_array_equal, a[1], b[1])
 
 
 def _stop_after_checkpoint(task, step):

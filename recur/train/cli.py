@@ -5,7 +5,6 @@ typo or a bad flag value (:func:`parse_flags`), a ``--workdir`` that is not a di
 
 import pathlib
 import re
-import signal
 import sys
 from collections.abc import Callable
 
@@ -116,7 +115,7 @@ def experiment_main(
                 train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
         except TrainingStopped as stopped:
             print(str(stopped), file=sys.stderr)
-            sys.exit(128 + signal.SIGTERM)
+            sys.exit(128 + stopped.signum)
         except (ValueError, NonFiniteLossError, OSError) as error:
             print(f"error: {_one_line(error)}", file=sys.stderr)
             sys.exit(1)

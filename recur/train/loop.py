@@ -10,6 +10,7 @@ import dataclasses
 import json
 import pathlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,33 +44,52 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrainingStopped(RuntimeError):
-    """``fit`` stopped early on SIGTERM, after saving a checkpoint of the last step."""
+    """``fit`` stopped early on SIGTERM or Ctrl-C, after saving a checkpoint of the last step;
+    ``signum`` is the signal's number."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM):
+        super().__init__(message)
+        self.signum = signum
 
 
-class _StopOnSigterm:
+class _StopOnSignal:
     """Between :meth:`install` and :meth:`restore`, SIGTERM (a scheduler's preemption,
-    ``kill``, a session's end) sets ``requested`` instead of killing the process, so the loop
-    can save and stop. Only in the main thread of a single-process run: several processes
-    would have to agree on the step to stop at before saving together; there SIGTERM keeps
-    its default."""
+    ``kill``, a session's end) and the first Ctrl-C (SIGINT) set ``requested`` to the signal's
+    number instead of ending the process, so the loop can save the step in progress and
+    stop; a second Ctrl-C interrupts at once (``KeyboardInterrupt``, the last checkpoint
+    kept). Only in the main thread of a single-process run: several processes would have to
+    agree on the step to stop at before saving together; there both signals keep their
+    defaults."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.requested = 0
+        self._previous = {}
 
-    def install(self) -> "_StopOnSigterm":
+    def install(self) -> "_StopOnSignal":
         if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        del signum, frame
-        self.requested = True
+        del frame
+        if signum == signal.SIGINT and self.requested == signal.SIGINT:
+            raise KeyboardInterrupt
+        if not self.requested:
+            self.requested = signum
+            if signum == signal.SIGINT:
+                print(
+                    "Ctrl-C: the run saves the step in progress and stops; press Ctrl-C "
+                    "again to stop at once (the last checkpoint is kept)",
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 @dataclasses.dataclass
@@ -290,6 +310,9 @@ def fit(
 
     Raises:
       NonFiniteLossError: naming the step; the last good checkpoint stays on disk.
+      TrainingStopped: SIGTERM or a Ctrl-C came (single process): the step in progress was
+        finished and saved, and a rerun resumes from it. A second Ctrl-C raises
+        ``KeyboardInterrupt`` at once.
       ValueError: the workdir holds a run with other settings.
     """
     workdir = pathlib.Path(workdir)
@@ -336,7 +359,7 @@ def fit(
             )
             raise NonFiniteLossError(f"loss is {bad[1]} at step {bad[0]}; stopping. {kept}")
 
-    stop = _StopOnSigterm().install()
+    stop = _StopOnSignal().install()
     try:
         for step in range(start + 1, config.num_steps + 1):  # ``step`` steps done after this
             metrics = steps.advance(make_next=step < config.num_steps)
@@ -375,8 +398,10 @@ def fit(
             if stop.requested and not last_step:
                 manager.wait_until_finished()
                 raise TrainingStopped(
-                    f"stopped by SIGTERM after step {step}; its checkpoint is saved in "
-                    f"{workdir / 'checkpoints'}: rerun the same command to resume"
+                    f"stopped by {signal.Signals(stop.requested).name} after step {step}; its "
+                    f"checkpoint is saved in {workdir / 'checkpoints'}: rerun the same command "
+                    "to resume",
+                    stop.requested,
                 )
         if not eval_metrics:  # already complete: evaluate the restored state
             eval_metrics = evaluate(steps.state, task.eval_batches(), mesh, task.summarize)
