@@ -56,10 +56,10 @@ class _StopOnSignal:
     """Between :meth:`install` and :meth:`restore`, SIGTERM (a scheduler's preemption,
     ``kill``, a session's end) and the first Ctrl-C (SIGINT) set ``requested`` to the signal's
     number instead of ending the process, so the loop can save the step in progress and
-    stop; a second Ctrl-C interrupts at once (``KeyboardInterrupt``, the last checkpoint
-    kept). Only in the main thread of a single-process run: several processes would have to
-    agree on the step to stop at before saving together; there both signals keep their
-    defaults."""
+    stop; a Ctrl-C after either interrupts at once (``KeyboardInterrupt``, the last
+    checkpoint kept). Only in the main thread of a single-process run: several processes
+    would have to agree on the step to stop at before saving together; there both signals
+    keep their defaults."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -75,7 +75,7 @@ class _StopOnSignal:
 
     def _handle(self, signum, frame):
         del frame
-        if signum == signal.SIGINT and self.requested == signal.SIGINT:
+        if signum == signal.SIGINT and self.requested:  # a stop is already on its way
             raise KeyboardInterrupt
         if not self.requested:
             self.requested = signum
