@@ -23,6 +23,7 @@ from recur.train import (
     allow_config_changes,
     checkpoint,
     fit,
+    loop,
     make_optimizer,
     make_schedule,
     train_step,
@@ -459,6 +460,21 @@ def test_ctrl_c_saves_the_step_and_a_second_ctrl_c_stops_at_once(tmp_path):
         a, b = _final_params(config, tmp_path / "whole"), _final_params(config, tmp_path / run)
         assert a[0] == b[0] == 9
         jax.tree.map(np.testing.assert_array_equal, a[1], b[1])
+
+
+def test_the_host_waits_for_the_step_before_the_one_it_queues():
+    """A stop request (SIGTERM, Ctrl-C) saves the step the host has queued, so the host must
+    not run far ahead of the device: after ``advance`` returns, the step before is done.
+    Left to JAX, dispatch returns at once for ~30 steps of this size."""
+    config = smoke("T=200,hidden=128", batch_size=64)
+    task = probe_train.build_task(config)
+    batch = task.train_batch(0)
+    task.train_batch = lambda index: batch  # no host work between steps
+    state = loop.create_state(config, task, jax.random.key(0))
+    steps = loop.TrainingSteps(task, state, loop.training_mesh(task, 0, 1), jax.random.key(1))
+    queued = [steps.advance() for _ in range(8)]
+    for number, metrics in enumerate(queued[:-1], start=1):
+        assert all(leaf.is_ready() for leaf in jax.tree.leaves(metrics)), number
 
 
 def _stop_after_checkpoint(task, step):

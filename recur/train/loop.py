@@ -237,9 +237,16 @@ class TrainingSteps:
 
     No host round trip per step: the first step whose loss is not finite, and that loss, are
     kept on the device (``nonfinite``, ``{"step": 0}`` while all are finite) and read by
-    :meth:`first_nonfinite` when the loop asks (at log, eval and checkpoint steps). With several
-    devices one step is in flight at a time: with several steps queued, XLA:CPU's devices (one
-    per core, sharing as many threads) deadlocked in the step's all-reduce.
+    :meth:`first_nonfinite` when the loop asks (at log, eval and checkpoint steps).
+
+    The host stays at most one step ahead of the device: :meth:`advance` returns once the step
+    before the one it queued has finished. Left alone, JAX queues about 30 steps before
+    dispatch blocks, and a SIGTERM or Ctrl-C, which the loop answers by saving the step it has
+    queued, waited for all of them: 40 s at PTB's 1.3 s step, minutes on a shared machine,
+    past the 30 s a scheduler (SLURM, Kubernetes) grants before SIGKILL. One queued step
+    keeps the device busy while the host makes the next batch. With several devices one step
+    is in flight at a time: with several steps queued, XLA:CPU's devices (one per core,
+    sharing as many threads) deadlocked in the step's all-reduce.
     """
 
     def __init__(self, task: Task, state: TrainState, mesh: Mesh, rng: PRNGKey):
@@ -250,6 +257,7 @@ class TrainingSteps:
         self._jitted = jax.jit(_with_nonfinite_record(step_fn), donate_argnums=(0, 3))
         self.nonfinite = sharding.replicate({"step": jnp.int32(0), "loss": jnp.float32(0)}, mesh)
         self._batch = self._make_batch(self.step)
+        self._queued = None  # the last step's metrics, not waited for yet
 
     def _make_batch(self, step: int):
         return sharding.shard_batch(self.task.train_batch(step), self.mesh)
@@ -265,6 +273,9 @@ class TrainingSteps:
             self._batch = self._make_batch(self.step)
         if self.mesh.size > 1:
             self.nonfinite["step"].block_until_ready()
+        else:  # the step before this one (its metrics: the state's buffers are donated)
+            jax.block_until_ready(self._queued)
+        self._queued = metrics
         return metrics
 
     def memory_estimate(self) -> int | None:
