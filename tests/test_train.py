@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from test_probes import fake_mnist
 
 from experiments.probes import config as probe_config
 from experiments.probes import train as probe_train
+from recur import files
 from recur.train import (
     NonFiniteLossError,
     TrainingStopped,
@@ -475,6 +477,32 @@ def test_the_host_waits_for_the_step_before_the_one_it_queues():
     queued = [steps.advance() for _ in range(8)]
     for number, metrics in enumerate(queued[:-1], start=1):
         assert all(leaf.is_ready() for leaf in jax.tree.leaves(metrics)), number
+
+
+def test_a_workdir_another_run_holds_is_refused_untouched(tmp_path):
+    """A second run in a workdir (a requeued job whose first copy still drains, a command
+    launched twice) stops at once naming the holder, writing nothing; the lock of a run
+    killed by SIGKILL does not outlive it. The holder's own nested ``fit`` is not refused."""
+    config = smoke(num_steps=3, eval_every=3, log_every=3, checkpoint_every=3)
+    workdir = tmp_path / "run"
+    command = [
+        sys.executable, "-c", "import sys; from recur import files\n"
+        "with files.lock_workdir(sys.argv[1]):\n print('held', flush=True); sys.stdin.read()",
+        str(workdir),
+    ]  # fmt: skip
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
+    with subprocess.Popen(command, cwd=ROOT, **pipes) as holder:
+        try:
+            assert holder.stdout.readline() == "held\n"
+            in_use = rf"^workdir {re.escape(str(workdir))} is in use by another run \(pid "
+            with pytest.raises(files.WorkdirInUse, match=in_use + rf"{holder.pid} on "):
+                fit(config, workdir, probe_train.build_task(config))
+            assert [p.name for p in workdir.iterdir()] == [".lock"]
+        finally:
+            holder.kill()  # SIGKILL: the kernel drops its lock
+    with files.lock_workdir(workdir):
+        assert fit(config, workdir, probe_train.build_task(config))["num_steps"] == 3
+    assert (workdir / "final_metrics.json").exists()
 
 
 def _stop_after_checkpoint(task, step):

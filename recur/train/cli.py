@@ -3,6 +3,7 @@ and one clear error line and exit code 1 for bad input, instead of a traceback: 
 typo or a bad flag value (:func:`parse_flags`), a ``--workdir`` that is not a directory, a
 ``ValueError`` from the data or the config, an ``OSError``, or a diverged run."""
 
+import contextlib
 import pathlib
 import re
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Callable
 import ml_collections
 from absl import app, flags
 
+from recur import files
 from recur.train import (
     NonFiniteLossError,
     TrainingStopped,
@@ -109,10 +111,16 @@ def experiment_main(
                 flags.FLAGS.num_processes, flags.FLAGS.process_id,
             )  # fmt: skip
             check_workdir(flags.FLAGS.workdir)
-            if before is not None:
-                before()
-            with allow_config_changes(flags.FLAGS.allow_config_changes):
-                train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+            # The lock first: nothing is written to a workdir another run holds.
+            with (
+                files.lock_workdir(flags.FLAGS.workdir)
+                if sharding.is_writer()
+                else contextlib.nullcontext()
+            ):
+                if before is not None:
+                    before()
+                with allow_config_changes(flags.FLAGS.allow_config_changes):
+                    train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
         except TrainingStopped as stopped:
             print(str(stopped), file=sys.stderr)
             sys.exit(128 + stopped.signum)

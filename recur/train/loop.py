@@ -6,6 +6,7 @@ batch is a function of the step number and the dropout key is ``fold_in(rng, ste
 run continues exactly as if it had never stopped.
 """
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -324,12 +325,22 @@ def fit(
       TrainingStopped: SIGTERM or a Ctrl-C came (single process): the step in progress was
         finished and saved, and a rerun resumes from it. A second Ctrl-C raises
         ``KeyboardInterrupt`` at once.
-      ValueError: the workdir holds a run with other settings.
+      ValueError: the workdir holds a run with other settings, or another run holds it
+        (:class:`recur.files.WorkdirInUse`).
     """
     workdir = pathlib.Path(workdir)
     writes = sharding.is_writer()  # process 0 of a multi-process run; always in one process
-    if writes:
-        workdir.mkdir(parents=True, exist_ok=True)
+    with files.lock_workdir(workdir) if writes else contextlib.nullcontext():
+        return _fit(config, workdir, task, num_devices, writes)
+
+
+def _fit(
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    task: Task,
+    num_devices: int | None,
+    writes: bool,
+) -> dict:
     manager = checkpoint.make_manager(workdir)
     latest = manager.latest_step() or 0
     try:
