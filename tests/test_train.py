@@ -281,7 +281,15 @@ def run_module_killed(step, moment, module, *args, sig=signal.SIGKILL):
     """``run_module`` in a process that sends itself ``sig`` (SIGKILL) at step ``step``: right
     after the step ran (``moment="step"``), or while its checkpoint is being written
     (``moment="save"``, orbax's write in flight)."""
-    code = f"""
+    return subprocess.run(
+        [sys.executable, "-c", killing_code(step, moment, module, *args, sig=sig)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def killing_code(step, moment, module, *args, sig=signal.SIGKILL):
+    """Python code for ``-c`` that runs ``module`` with ``args`` as ``run_module_killed`` does."""
+    return f"""
 import os, runpy, signal, sys
 from recur.train import checkpoint, loop
 advance, save = loop.TrainingSteps.advance, checkpoint.save
@@ -301,9 +309,6 @@ loop.TrainingSteps.advance, loop.checkpoint.save = kill_after_step, kill_while_s
 sys.argv = {[module, *args]!r}
 runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
 """
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_command_line_stops_on_ctrl_c_and_sigterm_with_their_exit_codes(tmp_path):
@@ -335,38 +340,42 @@ TWO_PROCESS_RUNS = {
 @pytest.mark.parametrize("experiment", sorted(TWO_PROCESS_RUNS))
 def test_two_processes_give_the_losses_of_one_process(tmp_path, experiment):
     """--distributed: two processes on localhost (one CPU device each, collectives over TCP)
-    train as one process with two devices; only process 0 writes the run's outputs."""
+    train as one process with two devices; only process 0 writes the run's outputs. The probe
+    run is first stopped by a SIGTERM to process 1 alone, after step 4 (off the checkpoint
+    schedule): both processes stop after that step, save it, exit 143, and the rerun resumes
+    there."""
     if experiment == "lm" and not (ROOT.parent / "shared/data/ptb").is_dir():
         pytest.skip("../shared/data/ptb is absent")
     module, config, *overrides = TWO_PROCESS_RUNS[experiment]
-    with socket.socket() as probe:  # a free port for the coordinator
-        probe.bind(("localhost", 0))
-        port = probe.getsockname()[1]
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                module,
-                config,
-                *overrides,
-                "--cpu_devices=1",
-                f"--workdir={tmp_path / 'two'}",
-                "--distributed",
-                f"--coordinator_address=localhost:{port}",
-                "--num_processes=2",
-                f"--process_id={index}",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for index in (0, 1)
-    ]
-    outputs = [process.communicate(timeout=300) for process in processes]
-    for process, (_, stderr) in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, stderr[-3000:]
+
+    def launch(signal_process_1):
+        with socket.socket() as probe:  # a free port for the coordinator
+            probe.bind(("localhost", 0))
+            port = probe.getsockname()[1]
+        processes = []
+        for index in (0, 1):
+            args = [config, *overrides, "--cpu_devices=1", f"--workdir={tmp_path / 'two'}",
+                    "--distributed", f"--coordinator_address=localhost:{port}",
+                    "--num_processes=2", f"--process_id={index}"]  # fmt: skip
+            if index == 1 and signal_process_1:
+                command = ["-c", killing_code(4, "step", module, *args, sig=signal.SIGTERM)]
+            else:
+                command = ["-m", module, *args]
+            processes.append(subprocess.Popen([sys.executable, *command], cwd=ROOT, text=True,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
+        outputs = [process.communicate(timeout=300) for process in processes]
+        return [process.returncode for process in processes], outputs
+
+    if experiment == "probes":
+        codes, outputs = launch(signal_process_1=True)
+        assert codes == [143, 143], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+        for _, stderr in outputs:
+            assert stderr.strip().splitlines()[-1].startswith("stopped by SIGTERM after step 4;")
+        assert (tmp_path / "two/checkpoints/4").is_dir()
+    codes, outputs = launch(signal_process_1=False)
+    assert codes == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    if experiment == "probes":
+        assert "resuming from the checkpoint at step 4" in outputs[0][0]
     assert "step 6/6 | loss" in outputs[0][0] and "step 6/6" not in outputs[1][0]
     one = run_module(module, config, "--config.num_devices=2", "--cpu_devices=2",
                      f"--workdir={tmp_path / 'one'}")  # fmt: skip
@@ -380,7 +389,8 @@ def test_two_processes_give_the_losses_of_one_process(tmp_path, experiment):
 
     assert len(logged(tmp_path / "two")) == len(logged(tmp_path / "one")) > 3
     np.testing.assert_allclose(logged(tmp_path / "two"), logged(tmp_path / "one"), rtol=1e-5)
-    assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == ["3", "6"]
+    saved = {"probes": ["4", "6"], "lm": ["3", "6"]}[experiment]  # the newest two
+    assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == saved
     if experiment == "lm":  # the evaluation after fit, over both processes
         two, one = (json.loads((tmp_path / name / "results.json").read_text())
                     for name in ("two", "one"))  # fmt: skip

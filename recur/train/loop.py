@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from recur import files
@@ -58,21 +60,37 @@ class _StopOnSignal:
     ``kill``, a session's end) and the first Ctrl-C (SIGINT) set ``requested`` to the signal's
     number instead of ending the process, so the loop can save the step in progress and
     stop; a Ctrl-C after either interrupts at once (``KeyboardInterrupt``, the last
-    checkpoint kept). Only in the main thread of a single-process run: several processes
-    would have to agree on the step to stop at before saving together; there both signals
-    keep their defaults."""
+    checkpoint kept). In the main thread only.
+
+    Several processes must stop after the same step and save it together: :meth:`agree`,
+    called by each after every step, gathers their requests (a scheduler may signal one
+    process first, or only one), and :meth:`stopping` is the largest signal number any of
+    them received, the same in all. One process needs no agreement: :meth:`stopping` is its
+    own request, also one that came during an evaluation."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.requested = 0
+        self.agreed = 0
         self._previous = {}
 
     def install(self) -> "_StopOnSignal":
-        if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+        if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
+
+    def agree(self) -> None:
+        """Several processes: gathers every process's request (a small collective of its
+        own, after the step: every process runs the same programs in the same order)."""
+        if jax.process_count() > 1:
+            gathered = multihost_utils.process_allgather(np.int32(self.requested))
+            self.agreed = int(np.max(gathered))
+
+    def stopping(self) -> int:
+        """The signal to stop for (0: none): this process's, or the processes' agreed one."""
+        return self.requested if jax.process_count() == 1 else self.agreed
 
     def _handle(self, signum, frame):
         del frame
@@ -322,9 +340,9 @@ def fit(
 
     Raises:
       NonFiniteLossError: naming the step; the last good checkpoint stays on disk.
-      TrainingStopped: SIGTERM or a Ctrl-C came (single process): the step in progress was
-        finished and saved, and a rerun resumes from it. A second Ctrl-C raises
-        ``KeyboardInterrupt`` at once.
+      TrainingStopped: SIGTERM or a Ctrl-C came: the step in progress was finished and
+        saved, and a rerun resumes from it (several processes: a signal to any of them stops
+        all after the same step). A second Ctrl-C raises ``KeyboardInterrupt`` at once.
       ValueError: the workdir holds a run with other settings, or another run holds it
         (:class:`recur.files.WorkdirInUse`).
     """
@@ -385,10 +403,11 @@ def _fit(
     try:
         for step in range(start + 1, config.num_steps + 1):  # ``step`` steps done after this
             metrics = steps.advance(make_next=step < config.num_steps)
+            stop.agree()
             last_step = step == config.num_steps
             log = step % config.log_every == 0 or last_step
             run_eval = step % config.eval_every == 0 or last_step
-            save = step % config.checkpoint_every == 0 or last_step or stop.requested
+            save = step % config.checkpoint_every == 0 or last_step or stop.stopping()
             if log or run_eval or save:
                 check_finite()
             if log:
@@ -411,19 +430,20 @@ def _fit(
                     task.on_eval(step, jax.tree.map(_copy, steps.state), eval_metrics)
                 steps.state = record_validation(steps.state, eval_metrics, mesh, step)
                 other_seconds += time.perf_counter() - clock
-            if save or stop.requested:  # also a signal that came during the evaluation
+            if save or stop.stopping():  # one process: also a signal during the evaluation
                 clock = time.perf_counter()
                 checkpoint.save(manager, steps.state)
                 other_seconds += time.perf_counter() - clock
                 elapsed = time.perf_counter() - started
                 segments.record(step, elapsed, elapsed - other_seconds)
-            if stop.requested and not last_step:
+            signum = stop.stopping()
+            if signum and not last_step:
                 manager.wait_until_finished()
                 raise TrainingStopped(
-                    f"stopped by {signal.Signals(stop.requested).name} after step {step}; its "
+                    f"stopped by {signal.Signals(signum).name} after step {step}; its "
                     f"checkpoint is saved in {workdir / 'checkpoints'}: rerun the same command "
                     "to resume",
-                    stop.requested,
+                    signum,
                 )
         if not eval_metrics:  # already complete: evaluate the restored state
             eval_metrics = evaluate(steps.state, task.eval_batches(), mesh, task.summarize)
