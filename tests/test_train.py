@@ -143,10 +143,10 @@ def test_interrupt_and_resume_gives_the_same_parameters(tmp_path):
     task = probe_train.build_task(config)
     train_batch = task.train_batch
 
-    def failing_batch(step):  # dies while computing step 5, after the checkpoint at step 3
-        if step == 4:
+    def failing_batch(index):  # dies while step 5 runs: step 4 logged, the checkpoint at 3
+        if index == 5:
             raise Interrupt
-        return train_batch(step)
+        return train_batch(index)
 
     task.train_batch = failing_batch
     with pytest.raises(Interrupt):
@@ -176,10 +176,36 @@ def test_interrupt_and_resume_gives_the_same_parameters(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, whole, split)
     rows = [json.loads(x) for x in (tmp_path / "split/metrics.jsonl").read_text().splitlines()]
     train_steps = [row["step"] for row in rows if row["split"] == "train"]
-    assert train_steps == list(range(1, 9))  # rows of the lost step 4 were dropped on resume
+    assert train_steps == list(range(1, 9))  # the first row of step 4 was dropped on resume
     whole_rows = (tmp_path / "whole/metrics.jsonl").read_text().splitlines()
     losses = [json.loads(x)["loss"] for x in whole_rows if '"train"' in x]
     assert losses == [row["loss"] for row in rows if row["split"] == "train"]
+    shown = tensorboard_scalars(tmp_path / "split/tensorboard")["train/loss"]
+    assert [step for step, _ in shown] == train_steps  # the first step 4 hidden
+    np.testing.assert_allclose([value for _, value in shown], losses, rtol=1e-6)
+
+
+def tensorboard_scalars(directory):
+    """``{tag: [(step, value), ...]}`` as TensorBoard shows the event files in ``directory``:
+    read in the order written, where a session start at step ``s`` hides the values read before
+    it at steps ``>= s`` (TensorBoard's purge of a restarted run's orphaned steps)."""
+    from tensorboardX.proto.event_pb2 import Event, SessionLog  # noqa: PLC0415
+
+    def events(path):  # TFRecord: length (8 bytes), its CRC (4), the record, its CRC (4)
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            length = int.from_bytes(data[at : at + 8], "little")
+            yield Event.FromString(data[at + 12 : at + 12 + length])
+            at += 16 + length
+
+    runs = [list(events(path)) for path in directory.glob("events.out.tfevents.*")]
+    shown = {}
+    for event in (e for run in sorted(runs, key=lambda r: r[0].wall_time) for e in run):
+        if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+            shown = {tag: [p for p in points if p[0] < event.step] for tag, points in shown.items()}
+        for value in event.summary.value:
+            shown.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return shown
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

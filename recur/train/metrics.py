@@ -34,18 +34,22 @@ class MetricWriter:
     """Writes ``{"step", "split", **metrics}`` rows to ``workdir/metrics.jsonl`` and TensorBoard.
 
     On resume from step ``s``, rows past ``s`` (written after the checkpoint the run restarts
-    from) are dropped first, so the file describes one consistent run. ``enabled=False`` (the
-    processes of a multi-process run other than process 0) writes nothing.
+    from) are dropped first, so the file describes one consistent run; in TensorBoard, a
+    session start at step ``s + 1`` (tensorboardX's ``purge_step``) hides them.
+    ``enabled=False`` (the processes of a multi-process run other than process 0) writes
+    nothing.
     """
 
     def __init__(self, workdir: pathlib.Path, resumed_step: int = 0, enabled: bool = True):
         self.path, self.enabled, self.tensorboard = workdir / "metrics.jsonl", enabled, None
         if not enabled:  # a process of a multi-process run other than process 0
             return
+        purge = None
         if self.path.exists():
             kept = [row for row in read_rows(self.path) if row["step"] <= resumed_step]
             files.write_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
-        self.tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+            purge = resumed_step + 1  # TensorBoard hides the earlier runs' events from here on
+        self.tensorboard = SummaryWriter(str(workdir / "tensorboard"), purge_step=purge)
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> dict[str, float]:
         values = to_python(metrics)
