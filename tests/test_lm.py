@@ -207,12 +207,16 @@ def test_command_line_train_kill_resume_evaluate_sample_and_errors(tmp_path, cor
 
     assert outcome(killed_dir) == outcome(workdir), (seed, kills)
 
-    # A rerun that dies of a full disk while rewriting the outputs damages none of them.
-    kept = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    # A rerun that dies of a full disk while rewriting the outputs damages none of them (the
+    # lock file names its holder, the rerun).
+    def outputs():
+        return {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and p.name != ".lock"}
+
+    kept = outputs()
     full = run_module_on_a_full_disk(1000, "experiments.lm.main", *flags, f"--workdir={workdir}")
     assert full.returncode == 1
     assert full.stderr.strip().splitlines()[-1].startswith("error: [Errno 27] File too large")
-    assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == kept
+    assert outputs() == kept
     sampled = run_module(
         "experiments.lm.sample", f"--workdir={workdir}", "--prompt=the cat", "--length=12"
     )
