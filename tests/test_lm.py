@@ -1,6 +1,7 @@
 """Language-modelling experiment: stateful truncated BPTT, perplexity, exact resume, CLI."""
 
 import json
+import math
 import signal
 
 import jax
@@ -183,6 +184,10 @@ def test_command_line_train_kill_resume_evaluate_sample_and_errors(tmp_path, cor
     assert results["cell"] == "gru"
     # Training throughput counts the training steps alone; evaluation time is left out.
     assert results["tokens_per_second"] > results["tokens_per_train_second"] > 0
+    curve = results["valid_curve"]
+    assert curve["steps"] == [5, 10]
+    assert curve["nll"][-1] == pytest.approx(results["training"]["eval"]["nll"], rel=1e-4)
+    assert curve["perplexity"] == [pytest.approx(math.exp(nll), rel=1e-4) for nll in curve["nll"]]
 
     seed = np.random.SeedSequence().entropy
     rng = np.random.default_rng(seed)

@@ -18,6 +18,7 @@ from recur import cells, files, models
 from recur.data import text
 from recur.train import Task, batch_mean, fit
 from recur.train.loop import evaluate, restore_params
+from recur.train.metrics import read_rows
 from recur.train.sharding import is_writer, make_mesh
 from recur.train.state import TrainState
 
@@ -294,6 +295,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "test": evaluate_split(task, last, ids["test"], config),
         }
     if is_writer():
+        # Every evaluation of the run (resumed runs' lost steps dropped): the validation curve.
+        evals = [row for row in read_rows(workdir / "metrics.jsonl") if row["split"] == "eval"]
+        results["valid_curve"] = {
+            "steps": [row["step"] for row in evals],
+            "nll": [round(row["nll"], 5) for row in evals],
+            "perplexity": [round(row["perplexity"], 3) for row in evals],
+        }
         files.write_json(workdir / "results.json", results)
     name = task.metric
     print(f"valid {name} {valid[name]:.4g}, test {name} {test[name]:.4g}", flush=True)
