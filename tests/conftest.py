@@ -7,7 +7,10 @@ that sets ``XLA_FLAGS`` for a subprocess replaces this. And the suite compiles t
 several subprocesses and xdist workers. JAX's persistent compilation cache, in one directory
 per user shared by those processes, compiles each program once; the executables are the same,
 so results are too. Set ``JAX_COMPILATION_CACHE_DIR`` to choose the directory, or to an empty
-string to compile everything afresh.
+string to compile everything afresh. The cache has a size limit, which makes JAX hold a file
+lock (``filelock``) while it reads or writes an entry: without it, a process could read an
+entry another was still writing, and on an empty cache (CI's) a test failed on the truncated
+entry ("Error reading persistent compilation cache entry").
 """
 
 import os
@@ -18,4 +21,5 @@ os.environ.setdefault(
     os.path.join(tempfile.gettempdir(), f"recur-tests-jax-cache-{os.getuid()}"),
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))  # bytes; locks the entries
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
