@@ -40,7 +40,7 @@ class WorkdirInUse(ValueError):
     """Another run holds the workdir's lock."""
 
 
-_held: dict[pathlib.Path, int] = {}  # workdirs this process holds, and how many times
+_held: set[pathlib.Path] = set()  # the workdirs this process holds
 _held_guard = threading.Lock()
 
 
@@ -59,14 +59,8 @@ def lock_workdir(workdir: str | pathlib.Path) -> Iterator[None]:
     path = pathlib.Path(workdir).resolve()
     with _held_guard:
         nested = path in _held
-        if nested:
-            _held[path] += 1
-    if nested:
-        try:
-            yield
-        finally:
-            with _held_guard:
-                _held[path] -= 1
+    if nested:  # the outer block releases it
+        yield
         return
     path.mkdir(parents=True, exist_ok=True)
     handle = open(path / ".lock", "a+")  # noqa: SIM115 (held open while the block runs)
@@ -90,11 +84,11 @@ def lock_workdir(workdir: str | pathlib.Path) -> Iterator[None]:
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {since}\n")
         handle.flush()
         with _held_guard:
-            _held[path] = 1
+            _held.add(path)
         try:
             yield
         finally:
             with _held_guard:
-                del _held[path]
+                _held.discard(path)
     finally:
         handle.close()  # releases the lock; the file stays (removing it would race a waiter)
