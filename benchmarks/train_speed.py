@@ -50,6 +50,11 @@ flags.DEFINE_integer("rounds", 5, "Timed rounds (the median is reported).")
 flags.DEFINE_integer("steps", 20, "Training steps per implementation per round.")
 flags.DEFINE_float("pause", 0.5, "Seconds of idle before each timed run.")
 flags.DEFINE_bool("memory", True, "Also measure the memory each implementation's training adds.")
+flags.DEFINE_bool(
+    "reuse_freed_memory", True,
+    "As the experiments by default: glibc's malloc keeps freed memory for the next step "
+    "(recur.train.malloc), for torch too, which runs in the same process. False: the defaults.",
+)  # fmt: skip
 flags.DEFINE_string("data_dir", "../shared/data", "Offline datasets (PTB, IMDB).")
 flags.DEFINE_string("out", None, "Directory for train_speed.json.")
 # Internal: one implementation's steps in a process of its own, printing its peak memory.
@@ -207,7 +212,8 @@ def training_memory(impl: str, name: str) -> int:
 def peak_memory(impl: str, name: str) -> int | None:
     """:func:`training_memory` of ``impl`` on ``name``, in a process of its own."""
     command = [sys.executable, "-m", "benchmarks.train_speed", f"--memory_of={impl}:{name}",
-               f"--steps={FLAGS.steps}", f"--data_dir={FLAGS.data_dir}"]  # fmt: skip
+               f"--steps={FLAGS.steps}", f"--data_dir={FLAGS.data_dir}",
+               f"--reuse_freed_memory={FLAGS.reuse_freed_memory}"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if result.returncode:
         print(f"memory of {impl} on {name} failed: {result.stderr[-500:]}", flush=True)
@@ -262,9 +268,10 @@ def format_row(name: str, records: dict) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from recur.train import quiet_logs, sharding  # noqa: PLC0415
+    from recur.train import malloc, quiet_logs, sharding  # noqa: PLC0415
 
     quiet_logs()
+    reused = FLAGS.reuse_freed_memory and malloc.reuse_freed_memory()
     try:
         sharding.use_cpu_cores()
         if FLAGS.memory_of:
@@ -298,6 +305,7 @@ def main(argv):
         "machine": machine(),
         "rounds": FLAGS.rounds,
         "steps_per_round": FLAGS.steps,
+        "reuse_freed_memory": reused,
         "complete": False,
         "rows": [],
     }
