@@ -27,8 +27,8 @@ from recur.train import (
     fit,
     loop,
     make_optimizer,
-    malloc,
     make_schedule,
+    malloc,
     train_step,
 )
 

@@ -104,8 +104,9 @@ def experiment_main(
     before: Callable[[], None] | None = None,
 ) -> Callable[[list[str]], None]:
     """``main(argv)`` for ``app.run`` that sets up memory reuse (``--reuse_freed_memory``) and
-    the devices (``--cpu_devices``, ``--distributed``) before JAX starts, then calls ``train_and_evaluate(FLAGS.config,
-    FLAGS.workdir)`` (the flags each ``main.py`` defines), after ``before()`` if given."""
+    the devices (``--cpu_devices``, ``--distributed``) before JAX starts, then calls
+    ``train_and_evaluate(FLAGS.config, FLAGS.workdir)`` (the flags each ``main.py`` defines),
+    after ``before()`` if given."""
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
