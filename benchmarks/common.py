@@ -16,6 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 import recur
 from recur import cells
+from recur.train import malloc
 
 
 def parse_config(text: str) -> tuple[int, int, int, int]:
@@ -136,7 +137,10 @@ def write_json(path: pathlib.Path, report: dict) -> None:
 
 def machine() -> dict:
     settings = os.environ.items()
-    allocator = {k: v for k, v in settings if k == "LD_PRELOAD" or k.startswith("MALLOC_")}
+    allocator = {k: v for k, v in settings if k in ("LD_PRELOAD", "GLIBC_TUNABLES")
+                 or k.startswith("MALLOC_")}  # fmt: skip
+    if malloc.settings_applied:
+        allocator["mallopt"] = malloc.describe()
     info = {
         "platform": platform.platform(),
         "processor": platform.processor(),
@@ -151,7 +155,8 @@ def machine() -> dict:
         # float32 matmuls may run as TF32 on a GPU unless this says "highest".
         "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
         # The allocator changes CPU timings (under glibc's defaults every step's large buffers
-        # are fresh pages): record any preloaded allocator and malloc tuning.
+        # are fresh pages): record any preloaded allocator and malloc tuning, and whether
+        # recur.train.malloc.reuse_freed_memory set glibc's options in this process.
         "allocator": allocator or "default (glibc malloc)",
     }
     try:

@@ -24,6 +24,10 @@ Reported: the median over rounds of steps/s (tokens/s for the LM), the ratio to 
 memory estimate of recur's step, and the resident memory each implementation's training adds to
 a process of its own at its peak (``--memory``: the libraries imported first and not counted;
 data, model, optimizer, compiled programs and the steps' working memory counted). JSON in ``--out``.
+
+glibc's malloc is set as the experiments set it (``recur.train.malloc.reuse_freed_memory``: the
+memory a step frees is kept for the next) unless ``--noreuse_freed_memory``; torch, in the same
+process, runs under the same settings.
 """
 
 import os

@@ -27,6 +27,9 @@ M_ARENA_MAX = -8
 KEEP_BYTES = 1 << 30  # blocks below this come from the heap; this much free heap is kept
 
 SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, KEEP_BYTES), (M_TRIM_THRESHOLD, KEEP_BYTES))
+NAMES = {M_ARENA_MAX: "M_ARENA_MAX", M_MMAP_THRESHOLD: "M_MMAP_THRESHOLD",
+         M_TRIM_THRESHOLD: "M_TRIM_THRESHOLD"}  # fmt: skip
+settings_applied = False  # set by reuse_freed_memory in this process
 
 
 def glibc_version() -> str | None:
@@ -44,8 +47,15 @@ def reuse_freed_memory() -> bool:
     """Sets glibc's malloc to keep freed memory for reuse (see the module docstring); call it
     before JAX starts (the arena limit applies to the threads that allocate afterwards).
     Returns whether the settings took effect (False where the C library is not glibc)."""
+    global settings_applied
     if glibc_version() is None:
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return all(mallopt(param, value) == 1 for param, value in SETTINGS)
+    settings_applied = all([mallopt(param, value) == 1 for param, value in SETTINGS])
+    return settings_applied
+
+
+def describe() -> str:
+    """The settings, as the records list them: ``"M_ARENA_MAX=1, ..."``."""
+    return ", ".join(f"{NAMES[param]}={value}" for param, value in SETTINGS)
