@@ -9,8 +9,11 @@ LSTM and GRU that was about 15,000 minor page faults (60 MB) and a third of the 
 
 :func:`reuse_freed_memory` sets glibc's ``mallopt`` options so that the step's buffers stay in
 the process: one arena (the threads share it; a step allocates a few dozen buffers), blocks up
-to 1 GiB served from the heap, and up to 1 GiB of free heap kept instead of trimmed. The
-process's peak memory is what the steps need either way; after the peak it is not returned.
+to 1 GiB served from the heap, and up to 1 GiB of free heap kept instead of trimmed. Memory
+is not returned to the kernel after the peak. Where every step has the same shapes (the probes,
+the LM) the peak stays what it was; where they vary (IMDB's bucketed batches, a step compiled
+per length) freed blocks of one size may not fit the next, and the peak rose (the README's
+training-speed section has the measurements).
 It is the in-process form of ``GLIBC_TUNABLES=glibc.malloc.arena_max=1:...`` or of preloading
 tcmalloc or jemalloc. Every experiment's ``main`` calls it before JAX starts (flag
 ``--reuse_freed_memory``, on by default).
