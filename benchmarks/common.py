@@ -135,6 +135,21 @@ def write_json(path: pathlib.Path, report: dict) -> None:
     temporary.replace(path)
 
 
+def _cpuinfo() -> str:
+    try:
+        return pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` ("" where there is none)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return ""
+
+
 def machine() -> dict:
     settings = os.environ.items()
     allocator = {k: v for k, v in settings if k in ("LD_PRELOAD", "GLIBC_TUNABLES")
@@ -143,7 +158,9 @@ def machine() -> dict:
         allocator["mallopt"] = malloc.describe()
     info = {
         "platform": platform.platform(),
-        "processor": platform.processor(),
+        "processor": platform.processor() or cpu_model(),
+        # XLA:CPU compiles for the CPU's vector extensions: results and times differ with them.
+        "avx512": "avx512f" in _cpuinfo(),
         "cpu_count": os.cpu_count(),
         "cpus_used": len(os.sched_getaffinity(0)),  # fewer under taskset or speed --cpus
         "python": platform.python_version(),
