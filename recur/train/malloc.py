@@ -5,7 +5,7 @@ pass, one block for all the program's temporaries) with ``malloc`` and frees the
 step ends. glibc's defaults hand blocks above its mmap threshold (128 KiB, rising to at most
 32 MiB) straight back to the kernel, and trim the heaps of its per-thread arenas: every step
 then page-faults its buffers in anew, and the kernel zeroes each page first. On PTB's small
-LSTM and GRU that was about 15,000 minor page faults (60 MB) and a third of the step's time.
+GRU that was about 15,000 minor page faults (60 MB) per step and a third of the step's time.
 
 :func:`reuse_freed_memory` sets glibc's ``mallopt`` options so that the step's buffers stay in
 the process: one arena (the threads share it; a step allocates a few dozen buffers), blocks up
@@ -23,15 +23,13 @@ import ctypes
 import os
 import sys
 
-# mallopt's parameters (glibc's malloc.h).
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
 KEEP_BYTES = 1 << 30  # blocks below this come from the heap; this much free heap is kept
-
-SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, KEEP_BYTES), (M_TRIM_THRESHOLD, KEEP_BYTES))
-NAMES = {M_ARENA_MAX: "M_ARENA_MAX", M_MMAP_THRESHOLD: "M_MMAP_THRESHOLD",
-         M_TRIM_THRESHOLD: "M_TRIM_THRESHOLD"}  # fmt: skip
+# mallopt's parameters (their numbers in glibc's malloc.h) and the values set.
+SETTINGS = {
+    "M_ARENA_MAX": (-8, 1),
+    "M_MMAP_THRESHOLD": (-3, KEEP_BYTES),
+    "M_TRIM_THRESHOLD": (-1, KEEP_BYTES),
+}
 settings_applied = False  # set by reuse_freed_memory in this process
 
 
@@ -55,10 +53,10 @@ def reuse_freed_memory() -> bool:
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    settings_applied = all([mallopt(param, value) == 1 for param, value in SETTINGS])
+    settings_applied = all([mallopt(param, value) == 1 for param, value in SETTINGS.values()])
     return settings_applied
 
 
 def describe() -> str:
     """The settings, as the records list them: ``"M_ARENA_MAX=1, ..."``."""
-    return ", ".join(f"{NAMES[param]}={value}" for param, value in SETTINGS)
+    return ", ".join(f"{name}={value}" for name, (_, value) in SETTINGS.items())
