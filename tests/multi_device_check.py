@@ -3,7 +3,8 @@ starts): every experiment's smoke task trained by ``recur.train.fit`` with its b
 over 2 devices gives the loss trajectory of 1 device, with the LM's carried state and padded
 evaluation batches (one stream split over two devices), the sentiment task's weight-0 rows,
 the time series' one evaluation batch of odd size, translation's per-token weights and the
-captioner's odd validation batch; dropout runs on 2 devices repeat exactly.
+captioner's odd validation batch; dropout runs on 2 devices repeat exactly; the split training
+step has one all-reduce.
 
 Prints one JSON line: {experiment: {"max_rel_error": ..., "steps": ..., ...}}.
 """
@@ -32,7 +33,7 @@ from experiments.timeseries import config as ts_config  # noqa: E402
 from experiments.timeseries import train as ts_train  # noqa: E402
 from experiments.translate import config as translate_config  # noqa: E402
 from experiments.translate import train as translate_train  # noqa: E402
-from recur.train import fit  # noqa: E402
+from recur.train import fit, loop  # noqa: E402
 from recur.train.loop import evaluate  # noqa: E402
 from recur.train.sharding import make_mesh  # noqa: E402
 
@@ -79,6 +80,14 @@ def main(root: pathlib.Path) -> None:
         return config, probe_train.build_task(config)
 
     report["probes_adding"] = compare(probes, root, "adding")
+    config, task = probes(root)
+    steps = loop.TrainingSteps(
+        task, loop.create_state(config, task, jax.random.key(0)), loop.training_mesh(task, 0, 2),
+        jax.random.key(1),
+    )  # fmt: skip
+    compiled = steps._jitted.lower(steps.state, steps._batch, steps.rng, steps.nonfinite).compile()
+    hlo = compiled.as_text()
+    report["probes_adding"]["train_step_all_reduces"] = hlo.count(" all-reduce(")
 
     corpus = lm_corpus(root / "corpus.txt")
 

@@ -272,6 +272,8 @@ def test_every_experiment_on_two_devices_matches_one_device():
         # Sums in another order: float32 rounding only.
         assert record["max_rel_error"] < 2e-5, (name, record)
         assert record["values"] > 2 * len(record["steps"]), (name, record)  # metrics compared
+    # One collective per step: the weights' sum travels with the gradients.
+    assert report["probes_adding"]["train_step_all_reduces"] == 1
     lm = report["lm"]
     assert len(lm["steps"]) > 10  # two epochs: the carry is reset and carried on both devices
     assert lm["eval_one_stream_rel_error"] < 2e-5  # one stream padded to two devices
