@@ -18,8 +18,10 @@ model, data, optimizer and batch with ``torch.nn``. Implementations:
   many threads as cores.
 
 They take turns: each round runs ``--steps`` steps of every implementation in a new random
-order, after a warm-up round, with ``--pause`` seconds of idle before each (OpenMP threads, as
-torch's, may keep spinning for a while after the last step: not on the next one's time).
+order, after a warm-up round (for recur, after compiling the step for every batch shape the
+rounds will meet: IMDB's bucketed lengths, one program each), with ``--pause`` seconds of idle
+before each (OpenMP threads, as torch's, may keep spinning for a while after the last step: not
+on the next one's time).
 Reported: the median over rounds of steps/s (tokens/s for the LM), the ratio to torch, XLA's
 memory estimate of recur's step, and the resident memory each implementation's training adds to
 a process of its own at its peak (``--memory``: the libraries imported first and not counted;
@@ -112,6 +114,17 @@ def build_recur(name: str, data_dir: str, fused: bool | None = None):
     return cfg, task, None  # tokens vary per batch: steps/s only
 
 
+def distinct_shapes(task, count: int) -> list:
+    """One batch of each shape among ``task``'s first ``count`` training batches."""
+    import jax  # noqa: PLC0415
+
+    seen = {}
+    for step in range(count):
+        batch = task.train_batch(step)
+        seen.setdefault(str(jax.tree.map(lambda x: x.shape, batch)), batch)
+    return list(seen.values())
+
+
 def recur_runner(cfg, task, impl: str):
     """``run(steps)`` over recur's training loop steps, and XLA's memory estimate of one step."""
     import jax  # noqa: PLC0415
@@ -124,6 +137,11 @@ def recur_runner(cfg, task, impl: str):
     steps = loop.TrainingSteps(task, loop.create_state(cfg, task, jax.random.key(0)), mesh,
                                jax.random.key(1))  # fmt: skip
     memory = steps.memory_estimate()
+    # Bucketed batches (IMDB) come in many lengths, one compiled step each: compile every shape
+    # the timed steps will meet now, as a whole run does once, not inside the rounds.
+    shapes = distinct_shapes(task, FLAGS.steps * (FLAGS.rounds + 1))
+    for batch in shapes:
+        steps.warm_up(batch)
 
     def run(count: int) -> None:
         for _ in range(count):
@@ -132,6 +150,7 @@ def recur_runner(cfg, task, impl: str):
                 to_python(metrics)  # the loop's log read
         jax.block_until_ready(steps.state)
 
+    run.batch_shapes = len(shapes)
     return run, memory
 
 
@@ -234,6 +253,7 @@ def measure(name: str, impls: list[str]) -> dict:
         run, memory, tokens = runner(impl, name)
         run(FLAGS.steps)  # warm-up: compilation, first allocations
         records[impl] = {"setup_seconds": time.perf_counter() - started, "xla_memory_bytes": memory,
+                         "batch_shapes": getattr(run, "batch_shapes", None),
                          "steps_per_second": []}  # fmt: skip
         runners[impl] = run
     order = np.random.default_rng(0)

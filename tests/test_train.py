@@ -519,6 +519,32 @@ def test_the_host_stays_two_steps_ahead_of_the_device():
         assert all(leaf.is_ready() for leaf in jax.tree.leaves(metrics)), number
 
 
+def test_warm_up_compiles_a_batch_shape_and_leaves_the_training_as_it_was():
+    """``TrainingSteps.warm_up`` (the training-speed benchmark compiles IMDB's bucketed lengths
+    with it before timing): the step for another shape is compiled, the state, position and
+    non-finite record are untouched, and training on that shape then compiles nothing."""
+    config = smoke("T=6")
+    task = probe_train.build_task(config)
+    steps = loop.TrainingSteps(
+        task, loop.create_state(config, task, jax.random.key(0)),
+        loop.training_mesh(task, 0, 1), jax.random.key(1),
+    )  # fmt: skip
+    steps.advance()
+    before = jax.tree.map(np.asarray, (steps.state.params, steps.state.opt_state))
+    compiled = steps._jitted._cache_size()
+    longer = smoke("T=9")  # the same model, longer sequences: another shape
+    other = probe_train.build_task(longer).train_batch(0)
+    steps.warm_up(other)
+    assert steps._jitted._cache_size() == compiled + 1
+    assert steps.step == 1 and int(steps.state.step) == 1 and int(steps.nonfinite["step"]) == 0
+    after = jax.tree.map(np.asarray, (steps.state.params, steps.state.opt_state))
+    jax.tree.map(np.testing.assert_array_equal, before, after)
+    task.train_batch = lambda index: other
+    steps._batch = steps._make_batch(steps.step)
+    steps.advance()
+    assert steps._jitted._cache_size() == compiled + 1
+
+
 REUSE_CODE = """
 import resource
 import jax, numpy as np

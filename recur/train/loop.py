@@ -302,6 +302,15 @@ class TrainingSteps:
                 jax.block_until_ready(self._queued.popleft())
         return metrics
 
+    def warm_up(self, batch) -> None:
+        """Compiles the step for ``batch``'s shapes by running it once on a copy of the state;
+        the training state and position stay as they were. For a task whose batches come in
+        several shapes (bucketed lengths), so that timing after it sees no compilation."""
+        copies = jax.tree.map(jnp.copy, (self.state, self.nonfinite))
+        outputs = self._jitted(copies[0], sharding.shard_batch(batch, self.mesh), self.rng,
+                               copies[1])  # fmt: skip
+        jax.block_until_ready(outputs)
+
     def memory_estimate(self) -> int | None:
         """XLA's estimate of one step's memory (arguments, outputs and temporaries; all
         devices' together), in bytes; None where the backend gives none."""
