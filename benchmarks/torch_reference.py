@@ -131,11 +131,15 @@ def classifier_step(
     clip_norm,
     log_every,
     seed=0,
+    packed=True,
 ):
     """Sentiment classification over ``batches`` (``step -> {"tokens" [B, T], "lengths" [B],
     "labels" [B], "weights" [B]}``, the experiment's bucketed batches): embedding, dropout,
-    the recurrent layer over the packed sequences (``pack_padded_sequence``), the last valid
-    step's state, dropout, a linear layer to 2 classes; padded rows (weight 0) left out."""
+    the recurrent layer, the last valid step's state, dropout, a linear layer to 2 classes;
+    padded rows (weight 0) left out. ``packed``: the layer runs over the packed sequences
+    (``pack_padded_sequence``, torch's idiom for variable lengths); False: over the padded
+    batch, the output at each row's last valid step taken as its state (the same loss: a
+    one-directional layer's output at a step is its hidden state there)."""
     torch.manual_seed(seed)
     embed = nn.Embedding(vocab_size, embed_size)
     rnn = _recurrent(cell, embed_size, hidden_size)
@@ -154,11 +158,16 @@ def classifier_step(
         tokens = torch.from_numpy(np.asarray(batch["tokens"], np.int64))[keep]
         lengths = torch.from_numpy(np.asarray(batch["lengths"], np.int64))[keep]
         labels = torch.from_numpy(np.asarray(batch["labels"], np.int64))[keep]
-        packed = nn.utils.rnn.pack_padded_sequence(
-            dropout(embed(tokens)), lengths, batch_first=True, enforce_sorted=False
-        )
-        _, state = rnn(packed)
-        last = (state[0] if isinstance(state, tuple) else state)[-1]  # [B, H]
+        inputs = dropout(embed(tokens))
+        if packed:
+            sequences = nn.utils.rnn.pack_padded_sequence(
+                inputs, lengths, batch_first=True, enforce_sorted=False
+            )
+            _, state = rnn(sequences)
+            last = (state[0] if isinstance(state, tuple) else state)[-1]  # [B, H]
+        else:
+            outputs, _ = rnn(inputs)  # [B, T, H]
+            last = outputs[torch.arange(len(lengths)), lengths - 1]
         return nn.functional.cross_entropy(head(dropout(last)), labels)
 
     return lambda: stepper(loss_fn)

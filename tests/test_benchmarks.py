@@ -159,6 +159,7 @@ def test_train_speed_app_smoke(tmp_path):
         for record in row["results"].values():
             assert len(record["steps_per_second"]) == 2 and record["median_steps_per_second"] > 0
             assert record["xla_memory_bytes"] > 0
+            assert record["batch_shapes"] == 1  # every adding batch has one shape
             assert record["median_tokens_per_second"] == record[
                 "median_steps_per_second"
             ] * 64 * int(row["workload"][-1])
@@ -169,6 +170,32 @@ def test_train_speed_app_smoke(tmp_path):
     )
     assert memory.returncode == 0, memory.stderr[-2000:]
     assert int(memory.stdout.strip().splitlines()[-1]) > 0
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_torch_classifier_padded_equals_packed(cell):
+    """The IMDB torch reference over the padded batch (``torch_padded``) trains as the one over
+    packed sequences: the same losses step after step (no dropout)."""
+    pytest.importorskip("torch", reason="torch is the bench extra: pip install -e '.[bench]'")
+    import numpy as np  # noqa: PLC0415
+    from ml_collections import ConfigDict  # noqa: PLC0415
+
+    from benchmarks import torch_reference  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([7, 3, 9, 1, 5, 9], np.int32)
+    tokens = np.where(np.arange(9) < lengths[:, None], rng.integers(2, 50, (6, 9)), 0)
+    batch = {"tokens": tokens, "lengths": lengths, "labels": np.array([0, 1, 1, 0, 1, 0]),
+             "weights": np.array([1, 1, 1, 1, 1, 0], np.float32)}  # fmt: skip
+    optim = ConfigDict({"name": "adam", "learning_rate": 0.01})
+    losses = {}
+    for packed in (True, False):
+        step = torch_reference.classifier_step(
+            cell, lambda index: batch, 50, 8, 16, 0.0, optim, 1.0, 1, packed=packed
+        )
+        losses[packed] = [step() for _ in range(3)]
+    np.testing.assert_allclose(losses[False], losses[True], rtol=1e-5)
+    assert losses[True][2] < losses[True][0]  # it trains
 
 
 def test_train_speed_bad_input(tmp_path):
