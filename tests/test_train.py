@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -517,6 +518,36 @@ def test_the_host_stays_two_steps_ahead_of_the_device():
     assert steps.AHEAD == 2
     for number, metrics in enumerate(queued[:-2], start=1):
         assert all(leaf.is_ready() for leaf in jax.tree.leaves(metrics)), number
+
+
+def test_split_steps_average_by_the_batch_weights_with_integer_metrics():
+    """The split steps (here over one device's mesh) give the batch's weighted means, for float
+    and integer metrics alike, with fractional weights: the same as the unsplit steps."""
+    from recur.train import sharding, state  # noqa: PLC0415
+
+    def loss_fn(params, batch, rng, training):
+        errors = (batch["x"] @ params["w"] - batch["y"]) ** 2  # [B]
+        weights = batch["weights"]
+        loss = jnp.sum(errors * weights) / jnp.sum(weights)
+        return loss, {"big": jnp.sum(errors > 1.0).astype(jnp.int32), "mean": loss}
+
+    rng = np.random.default_rng(0)
+    batch = {"x": jnp.asarray(rng.normal(size=(6, 3)), jnp.float32),
+             "y": jnp.asarray(rng.normal(size=6), jnp.float32),
+             "weights": jnp.asarray([0.5, 1.5, 2.0, 0.25, 1.0, 0.0], jnp.float32)}  # fmt: skip
+    train = TrainState.create(
+        apply_fn=None, params={"w": jnp.ones(3)}, tx=optax.sgd(0.1), loss_fn=loss_fn, carry=None
+    )
+    mesh = sharding.make_mesh(1)
+    split = state.split_eval_step(mesh)(train, batch)
+    plain = state.eval_step(train, batch)
+    assert split["big"].dtype == jnp.float32 and float(split["big"]) == float(plain["big"]) > 0
+    np.testing.assert_allclose(float(split["mean"]), float(plain["mean"]), rtol=1e-6)
+    new_split, metrics_split = state.split_train_step(mesh)(train, batch, jax.random.key(0))
+    new_plain, metrics_plain = train_step(train, batch, jax.random.key(0))
+    np.testing.assert_allclose(new_split.params["w"], new_plain.params["w"], rtol=1e-6)
+    assert new_split.params["w"].dtype == jnp.float32
+    assert float(metrics_split["big"]) == float(metrics_plain["big"]) > 0
 
 
 def test_warm_up_compiles_a_batch_shape_and_leaves_the_training_as_it_was():

@@ -116,15 +116,20 @@ def eval_step(state: TrainState, batch: Batch) -> dict[str, Any]:
 
 
 def _weighted_sum(weight: Array, tree):
-    """``(sum of weight, sum of weight * tree)`` over the ``"data"`` axis: one all-reduce."""
-    return jax.lax.psum((weight, jax.tree.map(lambda x: x * weight.astype(x.dtype), tree)),
-                        DATA_AXIS)  # fmt: skip
+    """``(sum of weight, sum of weight * tree)`` over the ``"data"`` axis: one all-reduce
+    (integer metrics become float32, as means are)."""
+    return jax.lax.psum((weight, jax.tree.map(lambda x: x * weight, tree)), DATA_AXIS)
 
 
 def _divide(total: Array, tree):
-    """``tree / total`` (a batch of weight 0, all padding, gives 0)."""
+    """``tree / total`` (a batch of weight 0, all padding, gives 0); floating leaves keep their
+    dtype (gradients stay in the params' dtype)."""
     scale = 1.0 / jnp.maximum(total, 1e-30)
-    return jax.tree.map(lambda x: x * scale.astype(x.dtype), tree)
+
+    def divide(x):
+        return x * (scale.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else scale)
+
+    return jax.tree.map(divide, tree)
 
 
 @functools.cache
