@@ -68,6 +68,49 @@ def test_padding_a_batch_does_not_change_any_logits():
         np.testing.assert_allclose(logits[row], alone[0], atol=1e-5)
 
 
+def test_batch_lengths_round_up_to_the_multiple_but_not_past_the_cut():
+    sequences = [np.arange(1, n + 1, dtype=np.int32) for n in (3, 33, 35)]
+
+    def shape(**padding):
+        return sentiment.pad_batch(sequences, np.zeros(3), 4, **padding)["tokens"].shape
+
+    assert shape() == (4, 40) and shape(multiple=32) == (4, 64)
+    assert shape(multiple=32, max_steps=50) == (4, 50)  # texts were cut at 50: no step past it
+    assert shape(multiple=32, max_steps=35) == (4, 35)
+    assert sentiment.pad_batch(sequences[:1], np.zeros(1), 2, multiple=32, max_steps=50)[
+        "tokens"
+    ].shape == (2, 32)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_coarser_length_rounding_trains_the_same_function(cell):
+    """``data.length_multiple`` only pads: losses and gradients equal those of tighter padding
+    (on the fused default path and the autodiff one). Dropout is off: its masks are drawn
+    for the padded shape, so other padding draws other masks (README)."""
+    config = sentiment_config.get_config(f"smoke,cell={cell},bidirectional=true")
+    config.model.pooling = "mean"
+    config.model.dropout_rate = 0.0
+    vocab = sentiment.Vocabulary(["<pad>", "<unk>", *[f"w{i}" for i in range(40)]])
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(2, 42, n).astype(np.int32) for n in (9, 3, 17, 1)]
+    split = sentiment_train.Split(sequences, np.array([1, 0, 1, 0]))
+    splits = {"train": split, "dev": split}
+    losses = []
+    for fused in (None, False):
+        config.model.fused = fused
+        task = sentiment_train.build_task(config, vocab, splits, {}, pathlib.Path("/nonexistent"))
+        params = task.init_params(jax.random.key(0))
+        grad = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True), static_argnums=3)
+        for multiple in (8, 32, 64):
+            batch = sentiment.pad_batch(sequences, splits["train"].labels, 6, multiple=multiple)
+            assert batch["tokens"].shape == (6, {8: 24, 32: 32, 64: 64}[multiple])
+            losses.append(grad(params, batch, jax.random.key(1), True))
+    first = losses[0]
+    for other in losses[1:]:
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
+                     first, other)  # fmt: skip
+
+
 def write_tsv(path, rows, header="sentence\tlabel"):
     path.write_text(header + "\n" + "".join(f"{text}\t{label}\n" for text, label in rows))
     return path

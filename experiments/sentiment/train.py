@@ -2,6 +2,7 @@
 the best dev accuracy kept (``best_params.msgpack``) and reported on dev and test."""
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -32,13 +33,21 @@ class Split:
     def lengths(self) -> np.ndarray:
         return np.array([len(s) for s in self.sequences])
 
-    def batches(self, batch_size: int) -> list[dict[str, np.ndarray]]:
-        """In length order (little padding), every example once, last batch padded."""
+    def batches(self, batch_size: int, **padding) -> list[dict[str, np.ndarray]]:
+        """In length order (little padding), every example once, last batch padded
+        (``padding``: :func:`sentiment.pad_batch`'s ``multiple`` and ``max_steps``)."""
         order = np.argsort(self.lengths, kind="stable")
         return [
-            sentiment.pad_batch([self.sequences[i] for i in rows], self.labels[rows], batch_size)
+            sentiment.pad_batch(
+                [self.sequences[i] for i in rows], self.labels[rows], batch_size, **padding
+            )
             for rows in (order[i : i + batch_size] for i in range(0, len(order), batch_size))
         ]
+
+
+def padding(config) -> dict:
+    """How batches of ``config``'s texts are padded (:func:`sentiment.pad_batch`'s keywords)."""
+    return {"multiple": config.data.get("length_multiple", 8), "max_steps": config.data.max_length}
 
 
 def _read(config, split: str) -> tuple[list[str], np.ndarray]:
@@ -128,8 +137,9 @@ def build_task(config, vocab, splits, notes, workdir: pathlib.Path) -> Task:
             )
         rows = epoch_cache[epoch][index]
         return sentiment.pad_batch(
-            [train.sequences[i] for i in rows], train.labels[rows], config.batch_size
-        )
+            [train.sequences[i] for i in rows], train.labels[rows], config.batch_size,
+            **padding(config),
+        )  # fmt: skip
 
     word_dropout = config.model.get("word_dropout_rate", 0.0)
 
@@ -162,7 +172,7 @@ def build_task(config, vocab, splits, notes, workdir: pathlib.Path) -> Task:
             params["encoder"]["embed"]["embedding"] = table
         return params
 
-    dev_batches = splits["dev"].batches(config.batch_size)
+    dev_batches = splits["dev"].batches(config.batch_size, **padding(config))
     best = {"accuracy": -1.0}
     if (workdir / BEST_INFO).exists():
         best = json.loads((workdir / BEST_INFO).read_text())
@@ -201,11 +211,14 @@ def load_best_params(model, workdir: pathlib.Path):
     return serialization.from_bytes(template, path.read_bytes())
 
 
-def confusion(model, params, split: Split, batch_size: int) -> dict:
-    """Accuracy and confusion counts (label 1 = positive) of ``params`` on a split."""
-    apply = jax.jit(lambda p, t, n: model.apply({"params": p}, t, n))
+def confusion(model, params, split: Split, batch_size: int, apply=None, **padding) -> dict:
+    """Accuracy and confusion counts (label 1 = positive) of ``params`` on a split.
+    ``apply``: a jitted ``(params, tokens, lengths) -> logits`` to reuse (and its compiled
+    lengths) across splits; ``padding``: as for :meth:`Split.batches`."""
+    if apply is None:
+        apply = jax.jit(lambda p, t, n: model.apply({"params": p}, t, n))
     counts = {"true_positive": 0, "false_positive": 0, "true_negative": 0, "false_negative": 0}
-    for batch in split.batches(batch_size):
+    for batch in split.batches(batch_size, **padding):
         keep = batch["weights"] > 0
         predicted = np.asarray(apply(params, batch["tokens"], batch["lengths"]).argmax(-1))[keep]
         truth = batch["labels"][keep]
@@ -231,15 +244,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     training = fit(config, workdir, task)
     params = load_best_params(task.model, workdir)
     best = json.loads((workdir / BEST_INFO).read_text())
+    # One forward program per padded length, shared by the dev and test splits.
+    apply = jax.jit(lambda p, t, n: task.model.apply({"params": p}, t, n))
+    evaluate = functools.partial(
+        confusion, task.model, params, batch_size=config.batch_size, apply=apply,
+        **padding(config),
+    )  # fmt: skip
     results = {
         "dataset": config.data.name,
         "best_step": best["step"],
-        "dev": confusion(task.model, params, splits["dev"], config.batch_size),
-        "test": (
-            confusion(task.model, params, splits["test"], config.batch_size)
-            if "test" in splits
-            else None
-        ),  # fmt: skip
+        "dev": evaluate(splits["dev"]),
+        "test": evaluate(splits["test"]) if "test" in splits else None,
         "wall_seconds": time.perf_counter() - started,
         "training": training,
         "command": " ".join(["python -m experiments.sentiment.main", *sys.argv[1:]]),

@@ -105,12 +105,21 @@ def encode_texts(
 
 
 def pad_batch(
-    sequences: list[np.ndarray], labels: np.ndarray, batch_size: int, multiple: int = 8
+    sequences: list[np.ndarray],
+    labels: np.ndarray,
+    batch_size: int,
+    multiple: int = 8,
+    max_steps: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Pads to ``[batch_size, T]`` (T rounded up to ``multiple``, so few shapes compile);
-    missing rows of a final partial batch get weight 0."""
+    """Pads to ``[batch_size, T]``: T is the longest sequence rounded up to ``multiple`` (so
+    few shapes compile: one step program per T), at most ``max_steps`` (the length sequences
+    were cut at, so the longest batches are not padded past it); missing rows of a final
+    partial batch get weight 0."""
     count = len(sequences)
-    num_steps = -(-max(len(s) for s in sequences) // multiple) * multiple
+    longest = max(len(s) for s in sequences)
+    num_steps = -(-longest // multiple) * multiple
+    if max_steps is not None:
+        num_steps = max(min(num_steps, max_steps), longest)
     tokens = np.full((batch_size, num_steps), PAD_ID, np.int32)
     lengths = np.ones(batch_size, np.int32)
     for row, sequence in enumerate(sequences):

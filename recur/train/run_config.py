@@ -4,7 +4,8 @@ batch) must not change silently under a checkpoint made with another value.
 
 Fields that only extend or report a run may change on resume: the number of steps or epochs,
 logging/evaluation/checkpoint periods, the device count, and the speed paths that compute the
-same function (``fused``, ``remat``). Anything else is refused with one line listing the
+same function (``fused``, ``remat``, a classifier's ``length_multiple`` padding, which draws
+its dropout masks for another shape). Anything else is refused with one line listing the
 changed fields, unless the run is started under :func:`allow_config_changes` (the
 experiments' ``--allow_config_changes`` flag).
 """
@@ -22,7 +23,7 @@ from recur import files
 # Last components of dotted field names that may differ between a run and its resumption.
 EXTENDING_FIELDS = frozenset({
     "num_steps", "num_epochs", "log_every", "eval_every", "checkpoint_every", "num_devices",
-    "eval_batches", "fused", "remat",
+    "eval_batches", "fused", "remat", "length_multiple",
 })  # fmt: skip
 
 # Fields added after runs were recorded, with the value that trains as those runs did: a
