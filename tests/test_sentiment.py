@@ -82,6 +82,13 @@ def test_batch_lengths_round_up_to_the_multiple_but_not_past_the_cut():
     ].shape == (2, 32)
 
 
+def test_a_length_multiple_below_one_stops_with_one_line():
+    config = sentiment_config.get_config("smoke")
+    config.data.length_multiple = 0
+    with pytest.raises(ValueError, match="data.length_multiple must be a positive integer, got 0"):
+        sentiment_train.prepare(config)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_coarser_length_rounding_trains_the_same_function(cell):
     """``data.length_multiple`` only pads: losses and gradients equal those of tighter padding

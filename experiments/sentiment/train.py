@@ -71,6 +71,9 @@ def _read(config, split: str) -> tuple[list[str], np.ndarray]:
 
 def prepare(config, workdir: pathlib.Path | None = None):
     """``(vocab, {"train", "dev", "test"} splits, notes)``; the vocabulary is saved in workdir."""
+    multiple = config.data.get("length_multiple", 8)
+    if not (isinstance(multiple, int) and multiple >= 1):
+        raise ValueError(f"data.length_multiple must be a positive integer, got {multiple!r}")
     texts, labels = _read(config, "train")
     dev_texts, dev_labels = _read(config, "dev")
     if not dev_texts:  # hold out a seeded share of train
