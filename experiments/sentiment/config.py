@@ -57,7 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Batches are padded to their longest text rounded up to a multiple of this (at most
     # max_length). Each padded length compiles its own training, evaluation and prediction
     # programs (seconds each on a CPU), so coarser rounding trades a little padded compute for
-    # fewer compilations; padding changes no result (masked steps leave the state as it was).
+    # fewer compilations. Padding changes no loss or gradient (masked steps leave the state as
+    # it was), but dropout masks are drawn for the padded shape: other rounding, other masks.
     config.data.length_multiple = 32 if dataset == "imdb" else 8
     # Optional GloVe-format word vectors (text file) to initialise the embedding.
     config.data.glove_path = ""
