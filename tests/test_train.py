@@ -30,6 +30,7 @@ from recur.train import (
     make_optimizer,
     make_schedule,
     malloc,
+    tensorboard,
     train_step,
 )
 
@@ -192,13 +193,19 @@ def tensorboard_scalars(directory):
     read in the order written, where a session start at step ``s`` hides the values read before
     it at steps ``>= s`` (TensorBoard's purge of a restarted run's orphaned steps)."""
     from tensorboardX.proto.event_pb2 import Event, SessionLog  # noqa: PLC0415
+    from tensorboardX.record_writer import masked_crc32c  # noqa: PLC0415
 
     def events(path):  # TFRecord: length (8 bytes), its CRC (4), the record, its CRC (4)
         data, at = path.read_bytes(), 0
         while at < len(data):
-            length = int.from_bytes(data[at : at + 8], "little")
-            yield Event.FromString(data[at + 12 : at + 12 + length])
-            at += 16 + length
+            head = data[at : at + 8]
+            record = data[at + 12 : at + 12 + int.from_bytes(head, "little")]
+            crcs = [
+                int.from_bytes(data[i : i + 4], "little") for i in (at + 8, at + 12 + len(record))
+            ]
+            assert crcs == [masked_crc32c(head), masked_crc32c(record)], f"{path}: bad CRC at {at}"
+            yield Event.FromString(record)
+            at += 16 + len(record)
 
     runs = [list(events(path)) for path in directory.glob("events.out.tfevents.*")]
     shown = {}
@@ -208,6 +215,32 @@ def tensorboard_scalars(directory):
         for value in event.summary.value:
             shown.setdefault(value.tag, []).append((event.step, value.simple_value))
     return shown
+
+
+def test_event_files_read_back_as_tensorboard_reads_them(tmp_path):
+    # recur writes the TFRecord framing and the protocol buffers itself; tensorboardX's protos
+    # and CRC (in tensorboard_scalars) read them back.
+    from tensorboardX.proto.event_pb2 import Event  # noqa: PLC0415
+
+    first = tensorboard.EventWriter(tmp_path)
+    first.scalars(1, {"train/loss": 2.5, "train/accuracy": 0.25})
+    first.scalars(2, {"eval/nan": float("nan"), "eval/big": 1e300, "eval/tiny": -1e-3})
+    first.scalars(2**40, {"train/loss": 1.0})
+    first.close()
+    second = tensorboard.EventWriter(tmp_path, purge_step=3)  # the same process and second
+    second.scalars(3, {"train/loss": 0.5})
+    second.close()
+    assert first.path != second.path and first.path.name.startswith("events.out.tfevents.")
+    shown = tensorboard_scalars(tmp_path)
+    assert shown["train/accuracy"] == [(1, 0.25)]
+    # The second session starts at step 3: the first one's step 2**40 is hidden.
+    assert shown["train/loss"] == [(1, 2.5), (3, 0.5)]
+    assert shown["eval/big"] == [(2, np.inf)]  # float32, as TensorBoard keeps scalars
+    assert shown["eval/tiny"] == [(2, pytest.approx(-1e-3))]
+    assert np.isnan(shown["eval/nan"][0][1])
+    data = first.path.read_bytes()
+    version = Event.FromString(data[12 : 12 + int.from_bytes(data[:8], "little")])
+    assert version.file_version == "brain.Event:2"
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -1,5 +1,5 @@
-"""Run outputs: ``metrics.jsonl``, TensorBoard event files (tensorboardX, no TensorFlow) and a
-console progress line with step, loss, steps/s and ETA."""
+"""Run outputs: ``metrics.jsonl``, TensorBoard event files (``recur.train.tensorboard``, no
+TensorFlow) and a console progress line with step, loss, steps/s and ETA."""
 
 import json
 import math
@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 import numpy as np
-from tensorboardX import SummaryWriter
 
 from recur import files
+from recur.train import tensorboard
 
 
 def read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
@@ -35,7 +35,7 @@ class MetricWriter:
 
     On resume from step ``s``, rows past ``s`` (written after the checkpoint the run restarts
     from) are dropped first, so the file describes one consistent run; in TensorBoard, a
-    session start at step ``s + 1`` (tensorboardX's ``purge_step``) hides them.
+    session start at step ``s + 1`` hides them.
     ``enabled=False`` (the processes of a multi-process run other than process 0) writes
     nothing.
     """
@@ -49,7 +49,7 @@ class MetricWriter:
             kept = [row for row in read_rows(self.path) if row["step"] <= resumed_step]
             files.write_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
             purge = resumed_step + 1  # TensorBoard hides the earlier runs' events from here on
-        self.tensorboard = SummaryWriter(str(workdir / "tensorboard"), purge_step=purge)
+        self.tensorboard = tensorboard.EventWriter(workdir / "tensorboard", purge_step=purge)
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> dict[str, float]:
         values = to_python(metrics)
@@ -57,8 +57,7 @@ class MetricWriter:
             return values
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
-        for name, value in values.items():
-            self.tensorboard.add_scalar(f"{split}/{name}", value, step)
+        self.tensorboard.scalars(step, {f"{split}/{name}": v for name, v in values.items()})
         return values
 
     def close(self) -> None:
