@@ -6,10 +6,10 @@ smoke run in 11 s instead of 17 s of CPU, the same perplexity to all printed dig
 its older loop emitters for fusions in place of the MLIR fusion emitters
 (``--xla_cpu_use_fusion_emitters=false``; measured: a GRU's gradient program compiles in 0.21 s
 instead of 0.49 s, and the scan and model tests that compile most take a third less time).
-A test that sets ``XLA_FLAGS`` for a subprocess replaces this. And the suite compiles the same small programs many times over: every experiment's smoke run in
-several subprocesses and xdist workers. JAX's persistent compilation cache, in one directory
-per user shared by those processes, compiles each program once; the executables are the same,
-so results are too. Set ``JAX_COMPILATION_CACHE_DIR`` to choose the directory, or to an empty
+A test that sets ``XLA_FLAGS`` for a subprocess replaces this. And the suite compiles the same
+small programs many times over: every experiment's smoke run in several subprocesses and xdist
+workers. JAX's persistent compilation cache, in one directory per user shared by those
+processes, compiles each program once; the executables are the same, so results are too. Set ``JAX_COMPILATION_CACHE_DIR`` to choose the directory, or to an empty
 string to compile everything afresh. JAX writes an entry in place, so a process may read one
 that another is still writing: JAX then warns ("Error reading persistent compilation cache
 entry") and compiles the program itself, as it should. On an empty cache (CI's) two xdist

@@ -16,7 +16,7 @@ A file starts with the ``file_version`` event ``"brain.Event:2"``. A session sta
 one, so the steps logged after the checkpoint it restarts from show once.
 
 (tensorboardX writes the same files, but importing it imports torch where torch is installed:
-about 4 s of CPU at every experiment's start, measured here.)
+7.6 s of the LM experiment's 14 s of imports, measured here on a busy 2-core machine.)
 """
 
 import os
@@ -89,11 +89,10 @@ def event(
     scalars: dict[str, float] | None = None,
     file_version: str | None = None,
     session_start: bool = False,
-    wall_time: float | None = None,
 ) -> bytes:
     """One serialized ``Event``: scalars as ``simple_value``s (float32), a file version, or a
     session start."""
-    out = _key(1, 1) + struct.pack("<d", time.time() if wall_time is None else wall_time)
+    out = _key(1, 1) + struct.pack("<d", time.time())
     out += _key(2, 0) + _varint(step)
     if file_version is not None:
         out += _bytes_field(3, file_version.encode())
