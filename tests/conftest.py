@@ -9,8 +9,9 @@ instead of 0.49 s, and the scan and model tests that compile most take a third l
 A test that sets ``XLA_FLAGS`` for a subprocess replaces this. And the suite compiles the same
 small programs many times over: every experiment's smoke run in several subprocesses and xdist
 workers. JAX's persistent compilation cache, in one directory per user shared by those
-processes, compiles each program once; the executables are the same, so results are too. Set ``JAX_COMPILATION_CACHE_DIR`` to choose the directory, or to an empty
-string to compile everything afresh. JAX writes an entry in place, so a process may read one
+processes, compiles each program once; the executables are the same, so results are too. Set
+``JAX_COMPILATION_CACHE_DIR`` to choose the directory, or to an empty string to compile
+everything afresh. JAX writes an entry in place, so a process may read one
 that another is still writing: JAX then warns ("Error reading persistent compilation cache
 entry") and compiles the program itself, as it should. On an empty cache (CI's) two xdist
 workers did so at collection, and the warning, an error under the suite's filters, failed the
