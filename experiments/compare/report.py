@@ -4,14 +4,10 @@ import json
 import pathlib
 import sys
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from recur import files  # noqa: E402
-from recur.train.metrics import read_rows  # noqa: E402
+from recur import files
+from recur.train.metrics import read_rows
 
 
 def eval_curve(run_dir: pathlib.Path, metric: str) -> list[tuple[int, float]]:
@@ -93,6 +89,12 @@ def markdown_table(config, summary: dict, points: list[dict]) -> str:
 
 
 def plot(workdir: pathlib.Path, config, summary: dict, points: list[dict]) -> None:
+    # matplotlib only here: pyplot's import is about 1 s at every start of the comparison.
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
     metric = summary["metric"]
     log_scale = metric in ("mse", "cross_entropy")
     lengths = list(config.lengths)
