@@ -5,7 +5,9 @@
 Each workload is one of recur's experiments with its own config (``adding_<cell>_T<T>``: the
 main job's points, batch 64, Adam 1e-3, clipping 1, the LSTM at H = 128 and the others at the
 hidden size of matched parameter count; ``ptb_small_<cell>``: Zaremba et al.'s small LM, 2 x 200,
-BPTT 20, batch 20, SGD, clipping 5, on Penn Treebank; ``imdb_<cell>``: the IMDB classifier,
+BPTT 20, batch 20, SGD, clipping 5, on Penn Treebank; ``<variant>_<cell>`` for the LM's other
+variants, ``ptb_awd_lstm``, ``shakespeare_char_lstm``..., as their configs set them, recur only;
+``imdb_<cell>``: the IMDB classifier,
 bucketed batches of 64 reviews cut at 400 tokens, dropout 0.5, Adam 1e-3). recur runs the steps
 of ``recur.train.fit`` (:class:`recur.train.loop.TrainingSteps`: batch, step, the loss read
 every ``log_every`` steps), the torch reference (``benchmarks/torch_reference.py``) the same
@@ -17,7 +19,9 @@ model, data, optimizer and batch with ``torch.nn``. Implementations:
   ``model.fused=False`` (the experiments' setting before); ``torch``: the reference, with as
   many threads as cores; ``torch_padded`` (IMDB only): the same classifier over the padded
   batch instead of ``pack_padded_sequence``, the output at each review's last token as its
-  state. The ratio to torch is against the faster torch script of the workload.
+  state. The ratio to torch is against the faster torch script of the workload. The torch
+  references cover the adding problem, ``ptb_small`` and IMDB; the other LM variants
+  (regularisation, characters) are measured without them: the split against one device.
 
 They take turns: each round runs ``--steps`` steps of every implementation in a new random
 order, after a warm-up round (for recur, after compiling the step for every batch shape the
@@ -46,11 +50,16 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 ADDING = [f"adding_{c}_T{t}" for t in (25, 50, 100) for c in ("rnn", "lstm", "gru")]
 WORKLOADS = [*ADDING, "ptb_small_lstm", "ptb_small_gru", "ptb_small_rnn", "imdb_lstm"]
+# The LM's variants (experiments/lm/config.py), as workloads <variant>_<cell>.
+LM_VARIANTS = ("ptb_small", "ptb_medium", "ptb_awd", "ptb_char", "shakespeare_char",
+               "shakespeare_awd")  # fmt: skip
+CELLS = ("rnn", "lstm", "gru")
 IMPLS = ("recur", "recur_split", "recur_one_device", "recur_autodiff", "torch", "torch_padded")
 TORCH = ("torch", "torch_padded")
 flags.DEFINE_list(
     "workloads", [*ADDING, "ptb_small_lstm", "ptb_small_gru", "imdb_lstm"],
-    f"Any of: {', '.join(WORKLOADS)} (adding_<cell>_T<T> for any T >= 2).",
+    f"Any of: {', '.join(WORKLOADS)} (adding_<cell>_T<T> for any T >= 2; <variant>_<cell> for "
+    f"the LM's variants {', '.join(LM_VARIANTS)}, torch for ptb_small only).",
 )  # fmt: skip
 flags.DEFINE_list(
     "impls",
@@ -66,7 +75,8 @@ flags.DEFINE_bool(
     "As the experiments by default: glibc's malloc keeps freed memory for the next step "
     "(recur.train.malloc), for torch too, which runs in the same process. False: the defaults.",
 )  # fmt: skip
-flags.DEFINE_string("data_dir", "../shared/data", "Offline datasets (PTB, IMDB).")
+DEFAULT_DATA_DIR = "../shared/data"
+flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "Offline datasets (PTB, Tiny Shakespeare, IMDB).")
 flags.DEFINE_string("out", None, "Directory for train_speed.json.")
 # Internal: one implementation's steps in a process of its own, printing its peak memory.
 flags.DEFINE_string("memory_of", None, "IMPL:WORKLOAD (internal).")
@@ -78,8 +88,9 @@ def parse_workload(name: str) -> tuple[str, str, int]:
     if name.startswith("adding_") and len(parts) == 3 and parts[2][:1] == "T":
         if parts[2][1:].isdigit() and int(parts[2][1:]) >= 2 and parts[1] in ("rnn", "lstm", "gru"):
             return "adding", parts[1], int(parts[2][1:])
-    if name.startswith("ptb_small_") and parts[-1] in ("rnn", "lstm", "gru"):
-        return "ptb_small", parts[-1], 20
+    variant, _, cell = name.rpartition("_")
+    if variant in LM_VARIANTS and cell in CELLS:
+        return variant, cell, 0  # the variant's BPTT
     if name.startswith("imdb_") and parts[-1] in ("rnn", "lstm", "gru"):
         return "imdb", parts[-1], 400
     raise ValueError(f"unknown workload {name!r}; use {', '.join(WORKLOADS)}")
@@ -95,17 +106,21 @@ def build_recur(name: str, data_dir: str, fused: bool | None = None):
         cfg = config.get_config(f"task=adding,cell={cell},T={length}")
         cfg.model.fused = fused
         return cfg, train.build_task(cfg), cfg.batch_size * length
-    if kind == "ptb_small":
+    if kind in LM_VARIANTS:
         from experiments.lm import config, train  # noqa: PLC0415
 
-        cfg = config.get_config(f"ptb_small,cell={cell}")
+        cfg = config.get_config(f"{kind},cell={cell}")
         cfg.model.fused = fused
-        for split in ("train", "valid", "test"):
-            cfg.data[f"{split}_path"] = f"{data_dir}/ptb/ptb.{split}.txt"
+        for split in ("train", "valid", "test"):  # the config's ../shared/data/... in data_dir
+            path = cfg.data[f"{split}_path"]
+            if path.startswith(DEFAULT_DATA_DIR + "/"):
+                cfg.data[f"{split}_path"] = data_dir + path[len(DEFAULT_DATA_DIR) :]
         vocab, ids, notes = train.prepare(cfg)
         task = train.build_task(cfg, vocab, ids, notes)
         train.derive_schedule(cfg, task.info["windows_per_epoch"])
-        task.info.update(vocab_size=len(vocab), streams=train.text.streams(ids["train"], 20))
+        task.info.update(
+            vocab_size=len(vocab), streams=train.text.streams(ids["train"], cfg.batch_size)
+        )
         return cfg, task, cfg.batch_size * cfg.bptt
     from experiments.sentiment import config, train  # noqa: PLC0415
 
@@ -255,6 +270,8 @@ def measure(name: str, impls: list[str]) -> dict:
     runners, records = {}, {}
     if not name.startswith("imdb_"):  # no packed sequences elsewhere: one torch script
         impls = [impl for impl in impls if impl != "torch_padded"]
+    if parse_workload(name)[0] in LM_VARIANTS and not name.startswith("ptb_small_"):
+        impls = [impl for impl in impls if impl not in TORCH]  # no torch reference
     for impl in impls:
         started = time.perf_counter()
         run, memory, tokens = runner(impl, name)
@@ -288,7 +305,9 @@ def measure(name: str, impls: list[str]) -> dict:
 def format_row(name: str, records: dict) -> str:
     parts = []
     for impl, record in records.items():
-        text = f"{impl} {record['median_steps_per_second']:.1f} steps/s"
+        text = f"{impl} {record['median_steps_per_second']:.3g} steps/s"
+        if "median_tokens_per_second" in record:
+            text += f" ({record['median_tokens_per_second']:,.0f} tokens/s)"
         if "speed_vs_torch" in record and impl not in TORCH:
             text += f" (x{record['speed_vs_torch']:.2f} torch)"
         if record.get("training_memory_bytes"):

@@ -1,7 +1,8 @@
 """Run by tests/test_train.py in a process of its own (two JAX CPU devices, set before JAX
 starts): every experiment's smoke task trained by ``recur.train.fit`` with its batches split
 over 2 devices gives the loss trajectory of 1 device, with the LM's carried state and padded
-evaluation batches (one stream split over two devices), the sentiment task's weight-0 rows,
+evaluation batches (three streams padded to four rows over two devices; one stream on one
+of them), the sentiment task's weight-0 rows,
 the time series' one evaluation batch of odd size, translation's per-token weights and the
 captioner's odd validation batch; dropout runs on 2 devices repeat exactly; the split training
 step has one all-reduce.
@@ -35,7 +36,7 @@ from experiments.translate import config as translate_config  # noqa: E402
 from experiments.translate import train as translate_train  # noqa: E402
 from recur.train import fit, loop  # noqa: E402
 from recur.train.loop import evaluate  # noqa: E402
-from recur.train.sharding import make_mesh  # noqa: E402
+from recur.train.sharding import eval_device_count, make_mesh  # noqa: E402
 
 
 def rows(workdir: pathlib.Path) -> list[dict]:
@@ -94,7 +95,7 @@ def main(root: pathlib.Path) -> None:
     def lm(workdir, dropout=0.0):
         config = lm_config.get_config("smoke")
         config.data.train_path = str(corpus)
-        config.eval_batch_size = 1  # one stream: padded with a weight-0 row on 2 devices
+        config.eval_batch_size = 3  # three streams: padded with a weight-0 row on 2 devices
         config.model.dropout_rate = dropout
         vocab, ids, notes = lm_train.prepare(config)
         task = lm_train.build_task(config, vocab, ids, notes)
@@ -111,9 +112,12 @@ def main(root: pathlib.Path) -> None:
         apply_fn=task.model.apply, params=params, tx=lm_train.optax.identity(),
         loss_fn=task.loss_fn,
     )  # fmt: skip
-    batches = lm_train.eval_batches(ids["valid"], 1, config.eval_bptt)
-    split_nll = [evaluate(state, batches, make_mesh(n))["nll"] for n in (1, 2)]
-    report["lm"]["eval_one_stream_rel_error"] = abs(split_nll[1] / split_nll[0] - 1)
+    for streams, name in ((1, "eval_one_stream_rel_error"), (3, "eval_three_streams_rel_error")):
+        batches = lm_train.eval_batches(ids["valid"], streams, config.eval_bptt)
+        split_nll = [evaluate(state, batches, make_mesh(n))["nll"] for n in (1, 2)]
+        report["lm"][name] = abs(split_nll[1] / split_nll[0] - 1)
+    # One stream on a 2-device mesh: evaluated on one device, not beside a row of padding.
+    report["lm"]["eval_devices_per_rows"] = {r: eval_device_count(r, 2) for r in (1, 2, 3)}
     for run in ("a", "b"):
         config, task = lm(root, dropout=0.3)
         config.num_steps = 4

@@ -198,6 +198,18 @@ def test_torch_classifier_padded_equals_packed(cell):
     assert losses[True][2] < losses[True][0]  # it trains
 
 
+def test_train_speed_workload_names():
+    from benchmarks import train_speed  # noqa: PLC0415
+
+    assert train_speed.parse_workload("adding_gru_T50") == ("adding", "gru", 50)
+    assert train_speed.parse_workload("ptb_small_lstm") == ("ptb_small", "lstm", 0)
+    assert train_speed.parse_workload("ptb_awd_gru") == ("ptb_awd", "gru", 0)
+    assert train_speed.parse_workload("shakespeare_char_rnn") == ("shakespeare_char", "rnn", 0)
+    for bad in ("ptb_awd_transformer", "ptb_large_lstm", "shakespeare_lstm", "adding_gru_T1"):
+        with pytest.raises(ValueError, match=f"^unknown workload '{bad}'"):
+            train_speed.parse_workload(bad)
+
+
 def test_train_speed_bad_input(tmp_path):
     result = run_module("benchmarks.train_speed", "--workloads=adding_lstn_T4", f"--out={tmp_path}")
     assert result.returncode == 1

@@ -310,7 +310,9 @@ def test_every_experiment_on_two_devices_matches_one_device():
     assert report["probes_adding"]["train_step_all_reduces"] == 1
     lm = report["lm"]
     assert len(lm["steps"]) > 10  # two epochs: the carry is reset and carried on both devices
-    assert lm["eval_one_stream_rel_error"] < 2e-5  # one stream padded to two devices
+    assert lm["eval_three_streams_rel_error"] < 2e-5  # three streams padded to four rows
+    assert lm["eval_one_stream_rel_error"] < 2e-5
+    assert lm["eval_devices_per_rows"] == {"1": 1, "2": 2, "3": 2}  # one stream: one device
     assert lm["dropout_repeats"]
 
 
@@ -581,6 +583,22 @@ def test_split_steps_average_by_the_batch_weights_with_integer_metrics():
     np.testing.assert_allclose(new_split.params["w"], new_plain.params["w"], rtol=1e-6)
     assert new_split.params["w"].dtype == jnp.float32
     assert float(metrics_split["big"]) == float(metrics_plain["big"]) > 0
+
+
+def test_evaluation_uses_no_more_devices_than_its_rows_keep_busy():
+    """An evaluation batch goes to the fewest devices that take no more rows each than all of
+    them would: no device evaluates only padding (one LM stream: one device)."""
+    from recur.train import sharding  # noqa: PLC0415
+
+    for devices in (1, 2, 3, 4, 8):
+        for rows in range(1, 20):
+            count = sharding.eval_device_count(rows, devices)
+            each = -(-rows // devices)  # rows per device with all of them
+            assert 1 <= count <= devices and -(-rows // count) == each, (rows, devices)
+            assert count == 1 or -(-rows // (count - 1)) > each, (rows, devices)  # the fewest
+            assert rows - (count - 1) * each > 0  # the last device holds a real row
+    assert [sharding.eval_device_count(rows, 2) for rows in (1, 2, 3, 64)] == [1, 2, 2, 2]
+    assert [sharding.eval_device_count(rows, 4) for rows in (1, 2, 3, 5, 6)] == [1, 2, 3, 3, 3]
 
 
 def test_warm_up_compiles_a_batch_shape_and_leaves_the_training_as_it_was():

@@ -93,9 +93,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 20
     config.bptt = 20
     # Devices each training batch is split over (recur.train.fit): 0 = every device (on CPU one
-    # per core; --cpu_devices), 1 = no split. 1: split measured slower here (ptb_small 0.70-0.91x
-    # one device's steps/s: the 10k-word softmax's gradients are summed over the devices;
-    # shakespeare_char 0.92-1.0x).
+    # per core; --cpu_devices), 1 = no split. The split's step sums the gradients over the
+    # devices; with a 10k-word softmax and small batches that costs what the split saves.
+    # Measured side by side on 2 cores (benchmarks.train_speed; the split's tokens/s over one
+    # device's): ptb_small 0.70-0.96 and ptb_medium 0.90 keep 1; ptb_awd (batch 80 x BPTT 70)
+    # 1.18 with the LSTM and 1.16 with the GRU, ptb_char 1.32, shakespeare_char 1.26 and
+    # shakespeare_awd 1.23 split (set below). Each device draws its own dropout masks (weight
+    # drop and embedding dropout included): the records made before these variants split ran
+    # on one device (README).
     config.num_devices = 1
     # Evaluation runs batch_size streams of the whole split with the state carried across
     # windows of eval_bptt tokens; 1 stream scores every token with its full left context.
@@ -155,6 +160,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             name="adam", learning_rate=2e-3, clip_norm=0.25, weight_decay=1.2e-6,
             averaging=True, nonmono=5,
         )  # fmt: skip
+        config.num_devices = 0
     elif variant in ("ptb_char", "shakespeare_char", "shakespeare_awd"):
         config.data.level = "char_tokens" if variant == "ptb_char" else "char"
         if variant == "ptb_char":
@@ -177,6 +183,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.num_epochs = 10 if variant == "shakespeare_char" else 4
         config.decay_from_epoch = config.num_epochs + 1
         config.optim = optim.default_config(learning_rate=2e-3, clip_norm=5.0)
+        config.num_devices = 0
         if variant == "shakespeare_awd":
             # Merity et al. (2018)'s character-level rates (locked dropout 0.1 on the
             # embeddings and the output, 0.25 between layers, no embedding dropout), weight

@@ -160,21 +160,38 @@ def evaluate(
     """Mean of each metric over the batches, weighted by batch size, or by the sum of
     ``batch["weights"]`` where batches are padded with weight-0 rows or hold a weight per
     token (the task's metrics are then weighted means over the batch). Each batch is split
-    over ``mesh``'s devices, padded with weight-0 rows to a multiple of their number first. A
-    ``carry`` returned by one batch is passed to the next (stateful tasks: the first batch
-    starts from zeros). ``summarize``, if given, maps the means to the reported metrics."""
-    step = jax.jit(eval_step if mesh.size == 1 else split_eval_step(mesh))
-    state = sharding.place_state(state, mesh)  # a no-op for fit's state, already there
+    over the first :func:`sharding.eval_device_count` of ``mesh``'s devices (all of them
+    unless the batch has too few rows to keep them all busy: one device for one row), padded
+    with weight-0 rows to a multiple of their number first. A ``carry`` returned by one batch
+    is passed to the next (stateful tasks, whose batches all have the same rows: the first
+    batch starts from zeros). ``summarize``, if given, maps the means to the reported
+    metrics."""
+    placed: dict[int, tuple] = {}
+
+    def on(count: int) -> tuple:
+        """The evaluation step and the state on the first ``count`` devices of ``mesh``."""
+        if count not in placed:
+            if count == mesh.size:  # a no-op for fit's state, already there
+                sub, sub_state = mesh, sharding.place_state(state, mesh)
+            else:  # the training carry is not evaluated: not placed
+                sub = sharding.make_sub_mesh(mesh, count)
+                sub_state = sharding.replicate(state.replace(carry=None), sub)
+            step = jax.jit(eval_step if count == 1 else split_eval_step(sub))
+            placed[count] = sub, step, sub_state
+        return placed[count]
+
     totals: dict[str, float] = {}
     count = 0.0
     carry = None
     for batch in batches:
-        batch = sharding.pad_batch(batch, mesh.size)
+        rows = len(next(iter(batch.values())))
+        sub, step, sub_state = on(sharding.eval_device_count(rows, mesh.size))
+        batch = sharding.pad_batch(batch, sub.size)
         size = float(batch_weight(batch))
-        batch = sharding.shard_batch(batch, mesh)
+        batch = sharding.shard_batch(batch, sub)
         if carry is not None:
             batch = {**batch, "carry": carry}
-        metrics = dict(step(state, batch))
+        metrics = dict(step(sub_state, batch))
         carry = metrics.pop("carry", None)
         for name, value in to_python(metrics).items():
             totals[name] = totals.get(name, 0.0) + value * size

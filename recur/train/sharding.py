@@ -81,6 +81,24 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     return Mesh(np.asarray(chosen), (DATA_AXIS,))
 
 
+def make_sub_mesh(mesh: Mesh, count: int) -> Mesh:
+    """A 1-D mesh, axis ``"data"``, over the first ``count`` devices of ``mesh``."""
+    return Mesh(np.asarray(mesh.devices.flat[:count]), (DATA_AXIS,))
+
+
+def eval_device_count(rows: int, devices: int) -> int:
+    """How many of ``devices`` devices evaluate a batch of ``rows`` rows: the fewest that take
+    no more rows each than all of them would (each pads to ``ceil(rows / devices)`` rows), so
+    that no device computes only weight-0 padding. One device for one row: a single-stream
+    LM evaluation split over 2 CPU devices, one row of padding on the second, took 1.8x one
+    device's time (the padding's work took a core the real row's matmuls could use). With
+    several processes every process takes part (:func:`make_mesh`): all devices."""
+    if jax.process_count() > 1 or rows < 1:
+        return devices
+    each = -(-rows // devices)
+    return -(-rows // each)
+
+
 def mesh_for_batch(batch_size: int, num_devices: int | None = None) -> Mesh:
     """The mesh over the most of the first ``num_devices`` devices (default: all) that split
     ``batch_size`` rows evenly (all of them when the batch divides; 1 device for a prime batch
