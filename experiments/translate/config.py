@@ -96,7 +96,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # -1: once per epoch.
     config.eval_every = -1
     config.checkpoint_every = -1
-    # Devices the batch is split over (0: all).
+    # Devices each training batch is split over (recur.train.fit): 0 = every device (on CPU one
+    # per core; --cpu_devices), 1 = no split. 1: split measured 0.85x one device's steps/s here
+    # (tutorial, batch 64, 2 cores, six alternating rounds of 10 steps).
     config.num_devices = 1
 
     if "smoke" in items:
