@@ -57,7 +57,7 @@ CELLS = ("rnn", "lstm", "gru")
 IMPLS = ("recur", "recur_split", "recur_one_device", "recur_autodiff", "torch", "torch_padded")
 TORCH = ("torch", "torch_padded")
 flags.DEFINE_list(
-    "workloads", [*ADDING, "ptb_small_lstm", "ptb_small_gru", "imdb_lstm"],
+    "workloads", [*ADDING, "ptb_small_lstm", "ptb_small_gru", "ptb_small_rnn", "imdb_lstm"],
     f"Any of: {', '.join(WORKLOADS)} (adding_<cell>_T<T> for any T >= 2; <variant>_<cell> for "
     f"the LM's variants {', '.join(LM_VARIANTS)}, torch for ptb_small only).",
 )  # fmt: skip

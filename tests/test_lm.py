@@ -118,6 +118,33 @@ def test_averaged_run_reports_its_last_iterate_beside_the_average(tmp_path, corp
     assert json.loads((tmp_path / "run" / "results.json").read_text())["last_iterate"] == last
 
 
+def test_uniform_init_draws_the_values_of_a_dense_head(monkeypatch):
+    """Zaremba's U(-s, s) init (one key per parameter, in tree order) gives the output layer,
+    stored [vocab, hidden], the transpose of the values an ``nn.Dense`` head [hidden, vocab]
+    drew before the layout changed: the records made then reproduce."""
+    import flax.linen as nn  # noqa: PLC0415
+
+    from recur.models import language_model  # noqa: PLC0415
+
+    config = lm_config.get_config("ptb_small")
+    config.model.update(embed_size=6, hidden_size=5)
+    key, vocab_size = jax.random.key(3), 13
+    params = train.init_params_fn(config, train.make_model(config, vocab_size))(key)
+    monkeypatch.setattr(language_model, "OutputLayer", nn.Dense)
+    dense_model = train.make_model(config, vocab_size)
+    dense = dense_model.init(key, jnp.zeros((1, 2), jnp.int32))["params"]
+    leaves, treedef = jax.tree.flatten(dense)
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+    s = config.model.init_scale
+    drawn = [
+        jax.random.uniform(k, x.shape, x.dtype, -s, s) for k, x in zip(keys, leaves, strict=True)
+    ]
+    reference = jax.tree.unflatten(treedef, drawn)
+    assert params["head"]["kernel"].shape == (vocab_size, 5)
+    reference["head"]["kernel"] = reference["head"]["kernel"].T
+    jax.tree.map(np.testing.assert_array_equal, params, reference)
+
+
 def test_windows_cover_an_epoch_and_reset_at_its_start(corpus):
     config = smoke_config(corpus)
     vocab, ids, notes = train.prepare(config)

@@ -1,5 +1,6 @@
 """Models: output shapes, one optimizer step changes every parameter, masking, decoding."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from recur import models
 from recur.models import decoding, layers
+from recur.models.language_model import OutputLayer
 
 B, T, V = 4, 6, 11
 KEY = jax.random.key(0)
@@ -204,6 +206,27 @@ def test_language_model_carries_state(cell, block):
     first, states = model.apply(params, TOKENS[:, :2])
     second, _ = model.apply(params, TOKENS[:, 2:], states)
     np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole, atol=1e-5)
+
+
+def test_output_layers_are_dense_layers_stored_vocabulary_first():
+    """The vocabulary heads (the LM's ``OutputLayer``, the translator's ``init_output``) draw
+    ``nn.Dense``'s and ``init_dense``'s values for the same key, transposed, and give their
+    logits: the layout changed, not the model."""
+    x = jax.random.normal(jax.random.key(4), (B, T, 7))
+    head = OutputLayer(V).init(KEY, x)
+    dense = nn.Dense(V).init(KEY, x)
+    assert head["params"]["kernel"].shape == (V, 7)
+    np.testing.assert_array_equal(head["params"]["kernel"], dense["params"]["kernel"].T)
+    np.testing.assert_array_equal(head["params"]["bias"], dense["params"]["bias"])
+    dense["params"]["bias"] = head["params"]["bias"] = jnp.arange(V, dtype=jnp.float32)
+    np.testing.assert_allclose(OutputLayer(V).apply(head, x), nn.Dense(V).apply(dense, x),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    explicit, reference = layers.init_output(KEY, 7, V), layers.init_dense(KEY, 7, V)
+    np.testing.assert_array_equal(explicit["kernel"], reference["kernel"].T)
+    np.testing.assert_allclose(layers.output(explicit, x), layers.dense(reference, x),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    lm = models.LanguageModel(vocab_size=V, embed_size=8, hidden_size=8)
+    assert lm.init(KEY, TOKENS)["params"]["head"]["kernel"].shape == (V, 8)
 
 
 @pytest.mark.parametrize("cell", ["mingru", "lru", "lstm"])

@@ -100,18 +100,23 @@ def make_model(config, vocab_size: int) -> models.LanguageModel:
 
 def init_params_fn(config, model: models.LanguageModel):
     """``key -> params``; with ``model.init_scale > 0`` every parameter is redrawn from
-    U(-scale, scale) (Zaremba et al.)."""
+    U(-scale, scale) (Zaremba et al.). The output layer's kernel, stored ``[vocab, hidden]``
+    since 2026-12-04, is drawn ``[hidden, vocab]`` and transposed: the values it had before,
+    so the records made then reproduce."""
 
     def init_params(key):
         params = model.init(key, jnp.zeros((1, 2), jnp.int32))["params"]
         scale = config.model.init_scale
         if scale > 0:
-            leaves, treedef = jax.tree.flatten(params)
+            leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
             keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-            leaves = [
-                jax.random.uniform(k, x.shape, x.dtype, -scale, scale)
-                for k, x in zip(keys, leaves, strict=True)
-            ]
+
+            def draw(k, path, x):
+                if jax.tree_util.keystr(path) == "['head']['kernel']":
+                    return jax.random.uniform(k, x.shape[::-1], x.dtype, -scale, scale).T
+                return jax.random.uniform(k, x.shape, x.dtype, -scale, scale)
+
+            leaves = [draw(k, path, x) for k, (path, x) in zip(keys, leaves, strict=True)]
             params = jax.tree.unflatten(treedef, leaves)
         return params
 

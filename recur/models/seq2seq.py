@@ -33,7 +33,15 @@ from flax.core import FrozenDict
 
 from recur import cells as cells_lib
 from recur.models import attention, decoding
-from recur.models.layers import decoder_step, dense, init_decoder, init_dense, init_embedding
+from recur.models.layers import (
+    decoder_step,
+    dense,
+    init_decoder,
+    init_dense,
+    init_embedding,
+    init_output,
+)
+from recur.models.layers import output as output_layer
 from recur.models.pooling import time_mask
 from recur.models.recurrent import Recurrent
 from recur.types import Array, PRNGKey
@@ -104,7 +112,7 @@ class Seq2Seq(nn.Module):
                 ),
             )
             self.combine = self.param("combine", lambda key: init_dense(key, H + memory_size, H))
-        self.head = self.param("head", lambda key: init_dense(key, H, self.tgt_vocab_size))
+        self.head = self.param("head", lambda key: init_output(key, H, self.tgt_vocab_size))
         self.dropout = nn.Dropout(self.dropout_rate)
 
     def encode(self, src: Array, src_lengths: Array | None, deterministic: bool = True):
@@ -152,7 +160,7 @@ class Seq2Seq(nn.Module):
         inputs = self.dropout(self.tgt_embedding[tgt_inputs], deterministic=deterministic)
         (outputs, _), _ = decoding.teacher_forced(self._step_fn(memory, mask), carry, inputs)
         outputs = self.dropout(outputs, deterministic=deterministic)
-        return dense(self.head, outputs)
+        return output_layer(self.head, outputs)
 
     def decode(
         self,
@@ -174,7 +182,7 @@ class Seq2Seq(nn.Module):
 
         def feedback(output, key):
             attended, _ = output
-            token = decoding.choose_token(dense(self.head, attended), key, temperature)
+            token = decoding.choose_token(output_layer(self.head, attended), key, temperature)
             return token, self.tgt_embedding[token]
 
         tokens, (_, weights), _ = decoding.free_running(
@@ -213,7 +221,7 @@ class Seq2Seq(nn.Module):
 
         def step(carry, tokens):
             carry, (attended, weights) = decoder_step(carry, self.tgt_embedding[tokens])
-            log_probs = jax.nn.log_softmax(dense(self.head, attended).astype(jnp.float32))
+            log_probs = jax.nn.log_softmax(output_layer(self.head, attended).astype(jnp.float32))
             return carry, log_probs, weights
 
         return decoding.beam_search(
