@@ -33,15 +33,19 @@ def init_output(key: PRNGKey, input_size: int, vocab_size: int) -> Params:
 
     The layout is for speed: XLA:CPU computes the kernel's gradient (a product over every
     batch and time row) faster into ``[vocab, input]`` than into ``[input, vocab]``; the
-    whole softmax layer, forward and backward, took 20-35% less time at the LM's and the
-    translator's sizes (README, training speed)."""
+    softmax layer, forward and backward with the optimizer's step, took 10-35% less time at
+    the LM's and the translator's sizes (README, training speed)."""
     params = init_dense(key, input_size, vocab_size)
     return {"kernel": params["kernel"].T, "bias": params["bias"]}
 
 
 def output(params: Params, x: Array) -> Array:
-    """``x [..., input_size] -> logits [..., vocab_size]`` with :func:`init_output`'s params."""
-    return x @ params["kernel"].T + params["bias"]
+    """``x [..., input_size] -> logits [..., vocab_size]`` with :func:`init_output`'s params,
+    computed on the rows flattened to ``[N, input_size]`` (about 10% faster on XLA:CPU than on
+    ``[B, T, input_size]`` for the LM's softmax layer)."""
+    rows = x.reshape(-1, x.shape[-1])
+    logits = rows @ params["kernel"].T + params["bias"]
+    return logits.reshape(*x.shape[:-1], params["bias"].shape[-1])
 
 
 def init_embedding(key: PRNGKey, vocab_size: int, embed_size: int) -> Array:
