@@ -9,7 +9,6 @@ import pytest
 
 from recur import models
 from recur.models import decoding, layers
-from recur.models.language_model import OutputLayer
 
 B, T, V = 4, 6, 11
 KEY = jax.random.key(0)
@@ -213,13 +212,13 @@ def test_output_layers_are_dense_layers_stored_vocabulary_first():
     ``nn.Dense``'s and ``init_dense``'s values for the same key, transposed, and give their
     logits: the layout changed, not the model."""
     x = jax.random.normal(jax.random.key(4), (B, T, 7))
-    head = OutputLayer(V).init(KEY, x)
+    head = models.OutputLayer(V).init(KEY, x)
     dense = nn.Dense(V).init(KEY, x)
     assert head["params"]["kernel"].shape == (V, 7)
     np.testing.assert_array_equal(head["params"]["kernel"], dense["params"]["kernel"].T)
     np.testing.assert_array_equal(head["params"]["bias"], dense["params"]["bias"])
     dense["params"]["bias"] = head["params"]["bias"] = jnp.arange(V, dtype=jnp.float32)
-    np.testing.assert_allclose(OutputLayer(V).apply(head, x), nn.Dense(V).apply(dense, x),
+    np.testing.assert_allclose(models.OutputLayer(V).apply(head, x), nn.Dense(V).apply(dense, x),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
     explicit, reference = layers.init_output(KEY, 7, V), layers.init_dense(KEY, 7, V)
     np.testing.assert_array_equal(explicit["kernel"], reference["kernel"].T)

@@ -96,11 +96,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # per core; --cpu_devices), 1 = no split. The split's step sums the gradients over the
     # devices; with a 10k-word softmax and small batches that costs what the split saves.
     # Measured side by side on 2 cores (benchmarks.train_speed; the split's tokens/s over one
-    # device's): ptb_small 0.70-0.96 and ptb_medium 0.90 keep 1; ptb_awd (batch 80 x BPTT 70)
-    # 1.18 with the LSTM and 1.16 with the GRU, ptb_char 1.32, shakespeare_char 1.26 and
-    # shakespeare_awd 1.23 split (set below). Each device draws its own dropout masks (weight
-    # drop and embedding dropout included): the records made before these variants split ran
-    # on one device (README).
+    # device's, two runs): ptb_small 0.70-0.96 and ptb_medium 0.78-0.90 keep 1; ptb_awd (batch
+    # 80 x BPTT 70) 1.10-1.18 with the LSTM and 1.16 with the GRU, ptb_char 1.19-1.32,
+    # shakespeare_char 1.15-1.26 and shakespeare_awd 1.21-1.23 split (set below). Each device
+    # draws its own dropout masks (weight drop and embedding dropout included): the records
+    # made before these variants split ran on one device (README).
     config.num_devices = 1
     # Evaluation runs batch_size streams of the whole split with the state carried across
     # windows of eval_bptt tokens; 1 stream scores every token with its full left context.

@@ -6,12 +6,14 @@
 * one-to-many: :class:`SequenceGenerator`; on images, :class:`ImageCaptioner`
   (an :class:`ImageEncoder` starts the generator)
 * encoder-decoder: :class:`Seq2Seq` (attention: none | bahdanau | luong_dot | luong_general)
+
+:class:`OutputLayer` is the logits layer over a vocabulary (kernel stored ``[vocab, hidden]``).
 """
 
 from recur.models.captioner import ImageCaptioner, ImageEncoder
 from recur.models.classifier import FeedForward, SequenceClassifier, SequenceTagger
 from recur.models.generator import SequenceGenerator
-from recur.models.language_model import LanguageModel
+from recur.models.language_model import LanguageModel, OutputLayer
 from recur.models.recurrent import Recurrent
 from recur.models.seq2seq import Seq2Seq
 
@@ -20,6 +22,7 @@ __all__ = [
     "ImageCaptioner",
     "ImageEncoder",
     "LanguageModel",
+    "OutputLayer",
     "Recurrent",
     "Seq2Seq",
     "SequenceClassifier",
