@@ -176,6 +176,9 @@ def test_configs_and_bad_variants():
     rates = {c: lm_config.get_config(f"ptb_small,cell={c}").optim.learning_rate
              for c in ("lstm", "gru", "rnn")}  # fmt: skip
     assert rates == {"lstm": 1.0, "gru": 0.5, "rnn": 0.2} and medium.optim.learning_rate == 1.0
+    rates = {c: lm_config.get_config(f"ptb_awd,cell={c}").optim.learning_rate
+             for c in ("lstm", "gru", "rnn")}  # fmt: skip
+    assert rates == {"lstm": 2e-3, "gru": 2e-3, "rnn": 5e-4}  # the records' rates
     with pytest.raises(ValueError, match="unknown config variant 'ptb_large'"):
         lm_config.get_config("ptb_large")
 
